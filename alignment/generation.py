@@ -1,0 +1,183 @@
+"""Batched generation, reward-model scoring and sequence log-probabilities.
+
+Used by the trainers (PPO rollouts, GRPO rewards, run samples) and by the evaluation, so every number in
+the report comes from one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .losses import sequence_logps
+
+
+def as_messages(prompt) -> list[dict]:
+    """A prompt string or message list -> message list."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def prompt_texts(tokenizer, prompts) -> list[str]:
+    """Chat-templated prompt strings ending with the assistant header (``add_generation_prompt=True``)."""
+    return [tokenizer.apply_chat_template(as_messages(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+
+
+@dataclass
+class Generation:
+    """One generated response. ``token_ids`` are cut after the first EOS (EOS included when present)."""
+
+    text: str
+    token_ids: list[int]
+    ended_with_eos: bool
+
+    @property
+    def length(self) -> int:
+        return len(self.token_ids)
+
+
+def truncate_after_eos(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Response lengths up to and including the first EOS, and whether an EOS was produced.
+
+    Shapes: ``response_ids: (B, T)`` -> ``(lengths (B,), has_eos (B,) bool)``. A response without EOS keeps
+    all T tokens. Lengths come from the EOS position, never from pad ids (SmolLM2's pad == EOS otherwise).
+    """
+    is_eos = response_ids == eos_token_id
+    has_eos = is_eos.any(dim=1)
+    first = torch.where(has_eos, is_eos.float().argmax(dim=1), torch.full_like(has_eos, response_ids.size(1) - 1, dtype=torch.long))
+    return first + 1, has_eos
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts, max_new_tokens: int = 48, temperature: float = 0.7, do_sample: bool = True,
+             seed: int | None = 0, batch_size: int = 16) -> list[Generation]:
+    """Generate one response per prompt, batched with left padding.
+
+    Args:
+        prompts: strings or message lists.
+        temperature: sampling temperature (ignored when ``do_sample=False``); top-k and top-p are off so the
+            sampling distribution is exactly softmax(logits / T).
+        seed: reseeds torch before generating, so two models given the same prompts and seed draw the same
+            random numbers.
+
+    Returns:
+        One ``Generation`` per prompt, in order.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    tokenizer.padding_side = "left"
+    texts = prompt_texts(tokenizer, prompts)
+    out: list[Generation] = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+        seqs = model.generate(**enc, **kwargs)
+        response = seqs[:, enc["input_ids"].size(1):]  # (B, T)
+        lengths, has_eos = truncate_after_eos(response, tokenizer.eos_token_id)
+        for row, n, eos in zip(response, lengths.tolist(), has_eos.tolist()):
+            ids = row[:n].tolist()
+            text = tokenizer.decode(ids[:-1] if eos else ids, skip_special_tokens=True).strip()
+            out.append(Generation(text=text, token_ids=ids, ended_with_eos=bool(eos)))
+    if was_training:
+        model.train()
+    return out
+
+
+def pack_responses(tokenizer, prompts, responses: list[list[int]], device=None):
+    """Left-padded prompts + right-padded responses in one batch, with masks built from lengths.
+
+    Returns:
+        ``input_ids (B, P + T)``, ``attention_mask (B, P + T)``, ``response_mask (B, T)``, ``P`` (padded
+        prompt width). Padding uses ``pad_token_id`` but no mask is derived from it.
+    """
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompt_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    B, P = enc["input_ids"].shape
+    T = max(1, max(len(r) for r in responses))
+    resp = torch.full((B, T), tokenizer.pad_token_id, dtype=torch.long)
+    resp_mask = torch.zeros(B, T)
+    for i, r in enumerate(responses):
+        resp[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        resp_mask[i, :len(r)] = 1.0
+    input_ids = torch.cat([enc["input_ids"], resp], dim=1)
+    attention_mask = torch.cat([enc["attention_mask"].float(), resp_mask], dim=1).long()
+    if device is not None:
+        input_ids, attention_mask, resp_mask = input_ids.to(device), attention_mask.to(device), resp_mask.to(device)
+    return input_ids, attention_mask, resp_mask, P
+
+
+def response_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
+                   temperature: float = 1.0) -> torch.Tensor:
+    """Per-token log pi(y_t | x, y_<t) of the response part, logits divided by ``temperature``.
+
+    Shapes: ``input_ids, attention_mask: (B, P + T)`` -> ``(B, T)`` nats (padding positions hold garbage; mask
+    them with the response mask).
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, P + T, V)
+    logits = logits[:, prompt_width - 1:-1]  # (B, T, V): position t predicts response token t
+    return sequence_logps(logits, input_ids[:, prompt_width:], temperature)
+
+
+@torch.no_grad()
+def sequence_log_ratio(model, tokenizer, prompts, responses: list[list[int]], temperature: float = 1.0,
+                       batch_size: int = 16) -> list[float]:
+    """Per-sequence log pi(y|x) - log pi_ref(y|x), where pi_ref is ``model`` with its LoRA adapter disabled.
+
+    On the model's own samples the mean of this is a Monte-Carlo estimate of KL(pi || pi_ref) in nats.
+    """
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        ids, attn, mask, P = pack_responses(tokenizer, prompts[i:i + batch_size], responses[i:i + batch_size])
+        logp = response_logps(model, ids, attn, P, temperature)
+        with model.disable_adapter():
+            ref = response_logps(model, ids, attn, P, temperature)
+        out.extend(((logp - ref) * mask).sum(1).tolist())
+    return out
+
+
+class RewardScorer:
+    """Scores (prompt, response) pairs with a trained reward model (sequence classifier with a scalar head).
+
+    The conversation is rendered with the chat template, exactly as the reward model saw it in training, and
+    the score is read at the last real token (the pad token differs from EOS, so HF's pooling finds it).
+
+    Args:
+        model: ``AutoModelForSequenceClassification`` (num_labels=1), possibly a ``PeftModel``.
+        tokenizer: the shared tokenizer.
+        max_length: longer conversations keep their end (left truncation).
+    """
+
+    def __init__(self, model, tokenizer, max_length: int = 512, batch_size: int = 16):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_length, self.batch_size = max_length, batch_size
+
+    @torch.no_grad()
+    def score(self, prompts, responses: list[str]) -> torch.Tensor:
+        """Shapes: ``len(prompts) == len(responses) == B`` -> ``(B,)`` float scores (reward-model units)."""
+        texts = [self.tokenizer.apply_chat_template(as_messages(p) + [{"role": "assistant", "content": r}], tokenize=False)
+                 for p, r in zip(prompts, responses)]
+        scores = []
+        side = self.tokenizer.truncation_side
+        self.tokenizer.truncation_side = "left"
+        try:
+            for i in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
+                                     max_length=self.max_length, add_special_tokens=False)
+                scores.append(self.model(**enc).logits[:, 0].float())
+        finally:
+            self.tokenizer.truncation_side = side
+        return torch.cat(scores) if scores else torch.zeros(0)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        """TRL reward-function signature (``GRPOTrainer(reward_funcs=scorer)``); completions may be message lists."""
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return self.score(prompts, texts).tolist()
+
+    @property
+    def __name__(self) -> str:  # TRL names reward functions by __name__ in its metrics ("rewards/<name>/mean")
+        return "reward_model"

@@ -1,0 +1,42 @@
+"""DPO with TRL ``DPOTrainer``. The reference model is the policy with its LoRA adapter disabled (TRL does
+this when given a ``PeftModel`` and no ``ref_model``), so there is one copy of the weights.
+
+Loss: ``alignment.losses.dpo_loss`` (Rafailov et al. 2023, Eq. 7; IPO: Azar et al. 2023, Eq. 17).
+Metrics: TRL's ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``, ``rewards/margins``,
+``logps/chosen``, ``logps/rejected``.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import get_peft_model
+
+from ..config import DPOConfig
+from ..data import to_trl_preference
+from ..models import load_causal_lm, lora_config
+from .common import RunContext, attach, trl_common_args
+
+
+def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, policy=None):
+    """Train a DPO LoRA adapter; returns the trained ``PeftModel`` (saved in ``ctx.run_dir / "adapter"``)."""
+    import trl
+
+    torch.manual_seed(cfg.seed)
+    if policy is None:  # a fresh LoRA adapter on the base model
+        policy = get_peft_model(load_causal_lm(source, tokenizer), lora_config(cfg.lora_r, cfg.lora_alpha))
+    args = trl.DPOConfig(
+        **trl_common_args(cfg, ctx.run_dir, use_cpu=not torch.cuda.is_available()),
+        per_device_train_batch_size=cfg.batch_size,
+        max_length=cfg.max_prompt_length + cfg.max_completion_length + 8,
+        beta=cfg.beta,
+        loss_type=[cfg.loss_type],
+        disable_dropout=cfg.disable_dropout,
+    )
+    tokenizer.padding_side = "right"
+    trainer = trl.DPOTrainer(model=policy, args=args, train_dataset=to_trl_preference(train_rows),
+                             processing_class=tokenizer)
+    attach(trainer, ctx).train()
+    tokenizer.padding_side = "left"
+    model = trainer.model.eval()
+    model.save_pretrained(ctx.run_dir / "adapter")
+    return model

@@ -1,0 +1,50 @@
+"""GRPO with TRL ``GRPOTrainer``, rewarded by the trained reward model.
+
+For each prompt, G = ``num_generations`` responses are sampled; their reward-model scores are normalised
+within the group (``alignment.losses.grpo_advantages``; Shao et al. 2024, Sec. 4.1.2) and the clipped
+objective with a k3 KL penalty to the reference (the policy with its adapter disabled) is minimised
+(``alignment.losses.grpo_loss``). No value model.
+Metrics: TRL's ``reward``, ``reward_std``, ``kl``, ``entropy``, ``completions/mean_length``, ``clip_ratio/*``.
+"""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+from peft import get_peft_model
+
+from ..config import GRPOConfig
+from ..generation import RewardScorer
+from ..models import load_causal_lm, lora_config
+from .common import RunContext, attach, trl_common_args
+
+
+def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardScorer, ctx: RunContext, policy=None):
+    """Train a GRPO LoRA adapter; returns the trained ``PeftModel`` (saved in ``ctx.run_dir / "adapter"``)."""
+    import trl
+
+    torch.manual_seed(cfg.seed)
+    if policy is None:  # a fresh LoRA adapter on the base model
+        policy = get_peft_model(load_causal_lm(source, tokenizer), lora_config(cfg.lora_r, cfg.lora_alpha))
+    args = trl.GRPOConfig(
+        **trl_common_args(cfg, ctx.run_dir, use_cpu=not torch.cuda.is_available()),
+        per_device_train_batch_size=cfg.batch_size * cfg.num_generations,  # completions per step
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        top_k=0,
+        top_p=1.0,
+        beta=cfg.beta,
+        epsilon=cfg.epsilon,
+        loss_type=cfg.loss_type,
+        scale_rewards="group" if cfg.scale_rewards else "none",
+        disable_dropout=cfg.disable_dropout,
+    )
+    prompts = Dataset.from_list([{"prompt": r["prompt"]} for r in train_rows])
+    trainer = trl.GRPOTrainer(model=policy, reward_funcs=scorer, args=args, train_dataset=prompts,
+                              processing_class=tokenizer)
+    attach(trainer, ctx).train()
+    tokenizer.padding_side = "left"
+    model = trainer.model.eval()
+    model.save_pretrained(ctx.run_dir / "adapter")
+    return model

@@ -1,0 +1,180 @@
+"""PPO-RLHF, our own implementation (TRL 1.x removed its PPOTrainer).
+
+Follows Ouyang et al. 2022 (InstructGPT) and the details listed in Huang et al. 2022, "The N Implementation
+Details of RLHF with PPO" (ICLR blog track), one step per rollout batch:
+
+1. Rollout: sample one response per prompt with temperature T (top-k/top-p off); responses are cut after
+   the first EOS; lengths come from the EOS position, masks from lengths (never from pad ids: SmolLM2's
+   pad token equals EOS in its own config).
+2. Score: the reward model's score at the last real token; responses without EOS get
+   ``missing_eos_penalty`` subtracted.
+3. Reward per token: -beta * (log pi - log pi_ref) at every token, plus the score at the last response token
+   (``alignment.losses.kl_penalty_rewards``). All log-probs use logits / T.
+4. Advantages: GAE with gamma=1, lambda=0.95 (``alignment.losses.gae``), whitened over valid tokens.
+5. Update: ``ppo_epochs`` passes over shuffled minibatches; clipped surrogate (epsilon 0.2) plus
+   ``vf_coef`` x clipped value loss; gradient norm clipped at 1.0.
+6. KL controller: fixed beta, or adaptive (Ziegler et al. 2019, Sec. 2.2).
+
+Where it departs from the papers: the value model is a linear value head on the policy's own (LoRA-adapted)
+trunk, as in TRL's former ``AutoModelForCausalLMWithValueHead``, instead of a separate network initialised
+from the reward model (one copy of the weights on a CPU); the reference model is the policy with its adapter
+disabled. Dropout is off everywhere.
+
+Metrics use TRL's PPO names: ``objective/kl``, ``objective/entropy``, ``objective/non_score_reward``,
+``objective/rlhf_reward``, ``objective/scores``, ``policy/approxkl_avg``, ``policy/clipfrac_avg``,
+``loss/policy_avg``, ``loss/value_avg``, ``val/clipfrac_avg``, ``val/ratio``, ``val/num_eos_tokens``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from peft import get_peft_model
+
+from ..config import PPOConfig
+from ..generation import RewardScorer, generate, pack_responses
+from ..losses import entropy_from_logits, gae, kl_penalty_rewards, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss, sequence_logps
+from ..models import load_causal_lm, lora_config
+from .common import RunContext
+
+
+class ValueHead(torch.nn.Module):
+    """Scalar value estimate per position from the last hidden state. Shapes: ``(B, L, H) -> (B, L)``."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.summary = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.summary.weight)
+        torch.nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.summary(hidden).squeeze(-1)
+
+
+class AdaptiveKLController:
+    """beta_{t+1} = beta_t * (1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon) (Ziegler et al. 2019, Sec. 2.2)."""
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        self.value, self.target, self.horizon = init_kl_coef, target, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = max(-0.2, min(0.2, current_kl / self.target - 1))
+        self.value *= 1 + error * n_steps / self.horizon
+
+
+class FixedKLController:
+    """Constant beta."""
+
+    def __init__(self, kl_coef: float):
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+
+def forward_policy(policy, value_head, input_ids, attention_mask, prompt_width: int, temperature: float):
+    """Response log-probs (logits / T), values and entropies in one forward pass.
+
+    Shapes: ``input_ids, attention_mask: (B, P + T)`` -> ``logprobs (B, T)``, ``values (B, T)`` (value of
+    the state before each response token), ``entropy (B, T)``.
+    """
+    out = policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    logits = out.logits[:, prompt_width - 1:-1]  # (B, T, V)
+    hidden = out.hidden_states[-1][:, prompt_width - 1:-1]  # (B, T, H)
+    logprobs = sequence_logps(logits, input_ids[:, prompt_width:], temperature)
+    return logprobs, value_head(hidden.float()), entropy_from_logits(logits.detach(), temperature)
+
+
+def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScorer, ctx: RunContext, policy=None):
+    """Train a PPO LoRA adapter and value head; returns the trained ``PeftModel``.
+
+    Saves ``adapter/`` (LoRA) and ``value_head.pt`` in ``ctx.run_dir``.
+    """
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    if policy is None:  # a fresh LoRA adapter on the base model
+        policy = get_peft_model(load_causal_lm(source, tokenizer), lora_config(cfg.lora_r, cfg.lora_alpha))
+    if cfg.disable_dropout:
+        for m in policy.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    value_head = ValueHead(policy.config.hidden_size)
+    optimizer = torch.optim.AdamW([
+        {"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
+        {"params": value_head.parameters(), "lr": cfg.learning_rate * cfg.value_lr_multiplier},
+    ], eps=1e-5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / cfg.max_steps)  # linear decay
+    kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.kl_controller == "adaptive"
+              else FixedKLController(cfg.kl_coef))
+    prompts = [r["prompt"] for r in train_rows]
+    order: list[int] = []
+    mb_size = cfg.batch_size // cfg.num_mini_batches
+    eos = tokenizer.eos_token_id
+
+    for step in range(1, cfg.max_steps + 1):
+        # 1. rollout -------------------------------------------------------------------------------------
+        if len(order) < cfg.batch_size:
+            order += rng.sample(range(len(prompts)), len(prompts))
+        batch_prompts = [prompts[order.pop()] for _ in range(cfg.batch_size)]
+        gens = generate(policy, tokenizer, batch_prompts, max_new_tokens=cfg.max_completion_length,
+                        temperature=cfg.temperature, do_sample=True, seed=None, batch_size=cfg.batch_size)
+        input_ids, attn, mask, P = pack_responses(tokenizer, batch_prompts, [g.token_ids for g in gens])
+        lengths = mask.sum(1).long()  # (B,)
+        has_eos = torch.tensor([g.ended_with_eos for g in gens])
+        with torch.no_grad():
+            old_logprobs, old_values, entropy = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature)
+            with policy.disable_adapter():
+                ref_logprobs = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature)[0]
+            # 2. score -----------------------------------------------------------------------------------
+            scores = scorer.score(batch_prompts, [g.text for g in gens])  # (B,)
+            if cfg.missing_eos_penalty is not None:
+                scores = torch.where(has_eos, scores, scores - cfg.missing_eos_penalty)
+            # 3. per-token rewards with KL penalty, 4. GAE ---------------------------------------------------
+            rewards, non_score = kl_penalty_rewards(old_logprobs, ref_logprobs, scores, lengths, kl_ctl.value)
+            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            advantages = masked_whiten(advantages, mask)
+        # 5. PPO epochs over shuffled minibatches ----------------------------------------------------------
+        policy.train()
+        stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "pg_clip", "vf_clip", "approxkl", "ratio", "ent")}
+        for _ in range(cfg.ppo_epochs):
+            perm = torch.randperm(cfg.batch_size)
+            for start in range(0, cfg.batch_size, mb_size):
+                idx = perm[start:start + mb_size]
+                logprobs, values, ent = forward_policy(policy, value_head, input_ids[idx], attn[idx], P, cfg.temperature)
+                pg_loss, pg_stats = ppo_policy_loss(logprobs, old_logprobs[idx], advantages[idx], mask[idx], cfg.cliprange)
+                vf_loss, vf_stats = ppo_value_loss(values, old_values[idx], returns[idx], mask[idx], cfg.cliprange_value)
+                loss = pg_loss + cfg.vf_coef * vf_loss
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+                optimizer.step()
+                for k, v in (("pg", pg_loss), ("vf", vf_loss), ("pg_clip", pg_stats["clipfrac"]),
+                             ("vf_clip", vf_stats["clipfrac"]), ("approxkl", pg_stats["approxkl"]),
+                             ("ratio", pg_stats["ratio"]), ("ent", masked_mean(ent, mask[idx]))):
+                    stats[k].append(float(v.detach()))
+        policy.eval()
+        scheduler.step()
+        # 6. KL controller and metrics ---------------------------------------------------------------------
+        kl = ((old_logprobs - ref_logprobs) * mask).sum(1)  # (B,) per-sequence KL estimate
+        non_score_sum = non_score.sum(1)
+        kl_coef_used = kl_ctl.value
+        kl_ctl.update(float(kl.mean()), cfg.batch_size)
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+            ctx.log(step, {
+                "objective/kl": kl.mean(), "objective/entropy": (entropy * mask).sum(1).mean(),
+                "objective/non_score_reward": non_score_sum.mean(), "objective/rlhf_reward": (scores + non_score_sum).mean(),
+                "objective/scores": scores.mean(), "objective/kl_coef": kl_coef_used,
+                "policy/approxkl_avg": mean(stats["approxkl"]), "policy/clipfrac_avg": mean(stats["pg_clip"]),
+                "policy/entropy_avg": mean(stats["ent"]), "loss/policy_avg": mean(stats["pg"]),
+                "loss/value_avg": mean(stats["vf"]), "val/clipfrac_avg": mean(stats["vf_clip"]),
+                "val/ratio": mean(stats["ratio"]), "val/num_eos_tokens": has_eos.sum(),
+                "completions/mean_length": lengths.float().mean(), "learning_rate": scheduler.get_last_lr()[0],
+            })
+        if ctx.should_stop():
+            break
+    policy.eval()
+    policy.save_pretrained(ctx.run_dir / "adapter")
+    torch.save(value_head.state_dict(), ctx.run_dir / "value_head.pt")
+    return policy

@@ -1,0 +1,103 @@
+"""End to end with the tiny model: the manager API and the CLI write all three report files, strict JSON."""
+
+import json
+
+import pytest
+
+import class7_1
+from class7_1 import AlignmentComparisonManager, parse_overrides
+
+TINY = {"all": {"max_steps": 2, "max_completion_length": 8, "max_prompt_length": 64}}
+
+
+def _strict_load(path):
+    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path.name} holds {c}"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    manager = AlignmentComparisonManager("tiny", output_dir=out, overrides=TINY, max_pairs=40, max_eval_prompts=10)
+    datasets = manager.load_preference_datasets()
+    model_info = manager.setup_models()
+    results = manager.demonstrate_alignment_methods(model_info, datasets, progress=False)
+    evaluation = manager.evaluate_alignment_methods(results, progress=False)
+    report = manager.generate_report(results, evaluation)
+    return out, manager, report
+
+
+def test_report_files_and_schema(finished_run):
+    out, manager, report = finished_run
+    rep = _strict_load(out / "alignment_comparison_report.json")
+    ev = _strict_load(out / "evaluation_results.json")
+    summary = _strict_load(out / "final_summary.json")
+    assert set(rep["methods"]) == {"reward", "dpo", "ppo", "grpo"}
+    assert all(m["status"] == "completed" and m["train_time_s"] > 0 for m in rep["methods"].values())
+    assert 0 <= rep["methods"]["reward"]["heldout"]["accuracy"] <= 1
+    assert rep["setup"]["dataset"]["statistics"]["train"]["pairs"] == len(manager.datasets["train"])
+    assert rep["setup"]["model"]["source"] == "tiny"
+    assert rep["recommendations"] and all(isinstance(r, str) for r in rep["recommendations"])
+    assert set(ev["models"]) == {"base", "dpo", "ppo", "grpo"}
+    for name, model in ev["models"].items():
+        assert len(model["samples"]) == 10
+        s = model["summary"]
+        assert set(s) >= {"mean_reward", "reward_distribution", "mean_length_tokens", "kl_to_base", "per_category_mean_reward"}
+        if name != "base":
+            wr = s["win_rate_vs_base"]
+            assert 0 <= wr["ci_low"] <= wr["win_rate"] <= wr["ci_high"] <= 1
+    assert ev["models"]["base"]["summary"]["kl_to_base"] == 0.0
+    assert set(summary["headline"]) == {"base", "dpo", "ppo", "grpo"} and summary["what_was_learned"]
+    for plot in rep["plots"]:
+        assert (out / "plots").exists() and plot.endswith(".html")
+
+
+def test_run_dirs_are_self_describing(finished_run):
+    out, _, _ = finished_run
+    for method in ("reward", "dpo", "ppo", "grpo"):
+        run = out / "runs" / method
+        config = json.loads((run / "config.json").read_text())
+        assert config["method"] == method and config["config"]["max_steps"] == 2
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+        assert json.loads((run / "run_info.json").read_text())["status"] == "completed"
+    assert json.loads((out / "runs" / "dpo" / "samples.json").read_text())[0]["prompt"]
+
+
+def test_same_seed_same_base_generations(finished_run):
+    out, manager, _ = finished_run
+    again = manager.evaluate_alignment_methods(progress=False)
+    first = json.loads((out / "evaluation_results.json").read_text())
+    assert [s["response"] for s in again["models"]["base"]["samples"]] == \
+           [s["response"] for s in first["models"]["base"]["samples"]]
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    code = class7_1.main(["--model", "tiny", "--steps", "1", "--max-pairs", "30", "--max-eval-prompts", "4",
+                          "--methods", "reward", "dpo", "--output-dir", str(tmp_path),
+                          "--set", "all.max_completion_length=8", "all.max_prompt_length=64"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Reward model held-out accuracy" in printed and "dpo" in printed
+    assert {p.name for p in tmp_path.iterdir()} >= {"alignment_comparison_report.json", "evaluation_results.json",
+                                                    "final_summary.json"}
+
+
+def test_cli_rejects_bad_settings(capsys):
+    assert class7_1.main(["--model", "tiny", "--set", "grpo.num_generations=1"]) == 2
+    assert "num_generations" in capsys.readouterr().err
+    assert parse_overrides(["dpo.beta=0.2", "ppo.kl_controller=adaptive"]) == {"dpo": {"beta": 0.2}, "ppo": {"kl_controller": "adaptive"}}
+    with pytest.raises(SystemExit):
+        parse_overrides(["beta=0.2"])
+
+
+def test_failed_method_is_recorded_and_others_run(tmp_path, monkeypatch):
+    import alignment.trainers as trainers
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(trainers, "train_dpo", boom)
+    manager = AlignmentComparisonManager("tiny", output_dir=tmp_path, overrides=TINY, max_pairs=30, max_eval_prompts=4)
+    results = manager.demonstrate_alignment_methods(methods=("reward", "dpo", "grpo"), progress=False)
+    assert results["dpo"]["status"] == "failed" and "simulated failure" in results["dpo"]["error"]
+    assert "simulated failure" in (tmp_path / "runs" / "dpo" / "error.log").read_text()
+    assert results["grpo"]["status"] == "completed"

@@ -1,0 +1,140 @@
+"""Every trainer runs a few steps on the tiny model: every trained parameter changes, the run directory is
+complete, metrics carry the standard names, and the stop flag ends a run with a valid directory."""
+
+import json
+
+import pytest
+import torch
+from peft import get_peft_model
+
+from alignment.config import make_config
+from alignment.data import fit_to_length, split_pairs
+from alignment.generation import RewardScorer
+from alignment.models import load_causal_lm, load_sequence_classifier, lora_config
+from alignment.trainers import train_dpo, train_grpo, train_ppo, train_reward_model
+from alignment.trainers.common import RunContext, read_metrics
+
+FAST = dict(max_steps=3, max_completion_length=12, max_prompt_length=64, learning_rate=5e-3)
+
+
+@pytest.fixture(scope="module")
+def splits(builtin_rows, tokenizer):
+    rows = fit_to_length(builtin_rows[:60], tokenizer, 64, 12)
+    return split_pairs(rows, seed=0)
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_source, tokenizer):
+    torch.manual_seed(0)
+    return RewardScorer(load_sequence_classifier(tiny_source, tokenizer), tokenizer)
+
+
+def _trainable(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _assert_all_changed(before, model):
+    after = dict(model.named_parameters())
+    assert before, "no trainable parameter"
+    unchanged = [n for n, p in before.items() if torch.equal(p, after[n].detach())]
+    assert not unchanged, f"parameters that did not change: {unchanged[:5]}"
+
+
+def _policy(tiny_source, tokenizer, cfg):
+    torch.manual_seed(0)
+    return get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config(cfg.lora_r, cfg.lora_alpha))
+
+
+def _check_run_dir(run_dir, keys):
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    for key in keys:
+        assert all(key in m for m in metrics), key
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+
+
+def test_reward_trainer(tmp_path, tiny_source, tokenizer, splits):
+    cfg = make_config("reward", **FAST)
+    model = get_peft_model(load_sequence_classifier(tiny_source, tokenizer), lora_config(task_type="SEQ_CLS"))
+    before = _trainable(model)
+    ctx = RunContext(tmp_path / "reward", "reward", cfg.max_steps)
+    scorer, result = train_reward_model(cfg, tiny_source, tokenizer, *splits, ctx, model=model)
+    _assert_all_changed(before, model)
+    assert any("score" in n for n in before) and any("lora_" in n for n in before)
+    _check_run_dir(ctx.run_dir, ["loss", "accuracy", "margin"])
+    held = result["heldout"]
+    assert held["n_pairs"] == len(splits[1]) and 0.0 <= held["accuracy"] <= 1.0
+    assert len(held["errors"]) == round((1 - held["accuracy"]) * held["n_pairs"])
+    assert scorer.score(["hi"], ["hello"]).shape == (1,)
+
+
+def test_dpo_trainer(tmp_path, tiny_source, tokenizer, splits):
+    cfg = make_config("dpo", **FAST)
+    policy = _policy(tiny_source, tokenizer, cfg)
+    before = _trainable(policy)
+    ctx = RunContext(tmp_path / "dpo", "dpo", cfg.max_steps)
+    train_dpo(cfg, tiny_source, tokenizer, splits[0], ctx, policy=policy)
+    _assert_all_changed(before, policy)
+    _check_run_dir(ctx.run_dir, ["loss", "rewards/margins", "rewards/accuracies", "logps/chosen"])
+
+
+def test_grpo_trainer(tmp_path, tiny_source, tokenizer, splits, scorer):
+    cfg = make_config("grpo", **FAST)
+    policy = _policy(tiny_source, tokenizer, cfg)
+    before = _trainable(policy)
+    ctx = RunContext(tmp_path / "grpo", "grpo", cfg.max_steps)
+    train_grpo(cfg, tiny_source, tokenizer, splits[0], scorer, ctx, policy=policy)
+    _assert_all_changed(before, policy)
+    _check_run_dir(ctx.run_dir, ["loss", "reward", "kl"])
+    assert read_metrics(ctx.run_dir / "metrics.jsonl")[-1]["kl"] > 0  # beta > 0 by default: KL is measured
+
+
+@pytest.mark.parametrize("controller", ["fixed", "adaptive"])
+def test_ppo_trainer(tmp_path, tiny_source, tokenizer, splits, scorer, controller):
+    cfg = make_config("ppo", **FAST, kl_controller=controller, batch_size=4)
+    policy = _policy(tiny_source, tokenizer, cfg)
+    before = _trainable(policy)
+    ctx = RunContext(tmp_path / "ppo", "ppo", cfg.max_steps)
+    train_ppo(cfg, tiny_source, tokenizer, splits[0], scorer, ctx, policy=policy)
+    _assert_all_changed(before, policy)
+    names = ["objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward",
+             "objective/scores", "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg",
+             "val/clipfrac_avg", "val/ratio", "val/num_eos_tokens"]
+    _check_run_dir(ctx.run_dir, names)
+    head = torch.load(ctx.run_dir / "value_head.pt")
+    assert head["summary.weight"].abs().sum() > 0  # the value head (zero-initialised) was trained
+    metrics = read_metrics(ctx.run_dir / "metrics.jsonl")
+    coefs = [m["objective/kl_coef"] for m in metrics]
+    assert (len(set(coefs)) == 1) == (controller == "fixed")
+    # rlhf_reward = score + non-score reward, step by step
+    for m in metrics:
+        assert m["objective/rlhf_reward"] == pytest.approx(m["objective/scores"] + m["objective/non_score_reward"], abs=1e-4)
+
+
+def test_stop_flag_leaves_valid_run_dir(tmp_path, tiny_source, tokenizer, splits, scorer):
+    cfg = make_config("ppo", **dict(FAST, max_steps=20), batch_size=2, num_mini_batches=1)
+    seen = []
+
+    def on_progress(step, total, metrics):
+        seen.append(step)
+        if step == 2:
+            (ctx.run_dir / "STOP").write_text("")  # stop from outside, as the app's Stop button does
+
+    ctx = RunContext(tmp_path / "ppo", "ppo", cfg.max_steps, on_progress=on_progress)
+    train_ppo(cfg, tiny_source, tokenizer, splits[0], scorer, ctx)
+    info = ctx.finish()
+    assert seen == [1, 2] and info["status"] == "stopped" and info["steps_done"] == 2
+    assert json.loads((ctx.run_dir / "run_info.json").read_text())["status"] == "stopped"
+    assert (ctx.run_dir / "adapter" / "adapter_config.json").is_file()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="num_generations"):
+        make_config("grpo", num_generations=1)
+    with pytest.raises(ValueError, match="loss_type"):
+        make_config("dpo", loss_type="bogus")
+    with pytest.raises(ValueError, match="Unknown ppo setting"):
+        make_config("ppo", clip=0.3)
+    with pytest.raises(ValueError, match="divisible"):
+        make_config("ppo", batch_size=5, num_mini_batches=2)
+    assert make_config("dpo").max_steps == 30 and make_config("dpo", "quick").max_steps < 30

@@ -30,11 +30,17 @@ class CommonConfig:
         batch_size: pairs per step (reward model, DPO) or prompts per step (PPO, GRPO).
         lora_r, lora_alpha: LoRA rank and scaling (alpha / r multiplies the update), on q/k/v/o projections.
         max_prompt_length: prompt budget in tokens, chat template included (longer conversations keep their
-            most recent turns).
+            most recent turns). 64 fits every built-in prompt and 95% of HH-RLHF pairs (the rest are skipped
+            and counted); sequence length drives the cost of every method on a CPU.
         max_completion_length: response budget in tokens (dataset responses are cut, generations stop there).
         seed: seeds data order, LoRA init and sampling.
         logging_steps: write a metrics line every this many steps.
         disable_dropout: dropout off in policy and reference (Huang et al. 2022; the KL estimate is exact).
+        bf16: bfloat16 autocast for training forward/backward passes (weights and optimizer stay fp32). On CPUs
+            with avx512-bf16 or AMX this is ~1.4x faster per PPO step; tests/test_precision.py bounds the
+            difference to the fp32 path. Evaluation always runs in fp32.
+        missing_eos_penalty: subtracted from the reward-model score of a sampled response that hits
+            ``max_completion_length`` without EOS (PPO and GRPO; Huang et al. 2022). None disables it.
     """
 
     max_steps: int = 30
@@ -42,11 +48,13 @@ class CommonConfig:
     batch_size: int = 4
     lora_r: int = 8
     lora_alpha: int = 32
-    max_prompt_length: int = 128
-    max_completion_length: int = 48
+    max_prompt_length: int = 64
+    max_completion_length: int = 32
     seed: int = 42
     logging_steps: int = 1
     disable_dropout: bool = True
+    bf16: bool = True
+    missing_eos_penalty: float | None = 1.0
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
@@ -111,10 +119,11 @@ class DPOConfig(CommonConfig):
 class PPOConfig(CommonConfig):
     """PPO-RLHF (our implementation; TRL 1.x has none). See ``alignment.trainers.ppo``.
 
-    Course values: lr 1e-5, batch 1, kl_coef 0.05, clip 0.2. Batch 1 gives no advantage whitening and lr
-    1e-5 leaves the LoRA policy unchanged in 30 rollouts, so the preset samples 8 prompts per step (the same
-    number of completions as GRPO's 2 prompts x 4) and uses lr 1e-4 with the course's clip range and KL
-    coefficient.
+    Course values: lr 1e-5, batch 1, kl_coef 0.05, clip 0.2. Batch 1 gives no advantage whitening, and on
+    SmolLM2-135M lr 1e-4 with 8 prompts per step moved the KL to ~0.6 nats but left the mean score flat in 30
+    rollouts (0.48 -> 0.41, first vs last quarter); 3e-4 raised it (-0.74 -> -0.43) with KL up to ~5 nats.
+    The preset samples 8 prompts per step (the same number of completions as GRPO's 2 prompts x 4), uses
+    lr 2e-4, and keeps the course's clip range and KL coefficient.
 
     Attributes:
         kl_coef: beta of the per-token KL penalty -beta * (log pi - log pi_ref) in the reward; initial value when
@@ -126,12 +135,10 @@ class PPOConfig(CommonConfig):
         gamma, lam: discount and GAE lambda (Huang et al. 2022 use 1.0 and 0.95).
         ppo_epochs, num_mini_batches: passes over each rollout batch and minibatches per pass (shuffled).
         temperature: sampling temperature; logprobs use logits / temperature everywhere.
-        missing_eos_penalty: score assigned instead of the reward-model score when a response has no EOS
-            (None keeps the score).
         value_lr_multiplier: the value head learns faster than LoRA (it starts from zero).
     """
 
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-4
     batch_size: int = 8
     kl_coef: float = 0.05
     kl_controller: str = "fixed"
@@ -145,7 +152,6 @@ class PPOConfig(CommonConfig):
     ppo_epochs: int = 2
     num_mini_batches: int = 2
     temperature: float = 0.7
-    missing_eos_penalty: float | None = -1.0
     value_lr_multiplier: float = 10.0
 
     def __post_init__(self) -> None:
@@ -164,9 +170,10 @@ class PPOConfig(CommonConfig):
 class GRPOConfig(CommonConfig):
     """Group Relative Policy Optimization with TRL ``GRPOTrainer``, rewarded by our trained reward model.
 
-    Course values: lr 1e-5, batch 1, group size 4, no KL. The preset keeps group size 4, takes 2 prompts per
-    step (8 completions, as PPO), lr 1e-4 like the other policy methods, and beta 0.04 (DeepSeekMath's value)
-    so that the KL to the reference is visible in the metrics.
+    Course values: lr 1e-5, batch 1, group size 4, no KL. The preset keeps group size 4 and takes 2 prompts
+    per step (8 completions, as PPO). With one gradient step per generation batch, lr 1e-4 left the policy
+    almost unchanged in 30 steps (training KL 0.002 nats/token, reward flat), so the preset uses 5e-4; beta
+    0.04 (DeepSeekMath's value) keeps the KL to the reference visible in the metrics.
 
     Attributes:
         num_generations: group size G, responses sampled per prompt.
@@ -177,7 +184,7 @@ class GRPOConfig(CommonConfig):
         temperature: sampling temperature.
     """
 
-    learning_rate: float = 1e-4
+    learning_rate: float = 5e-4
     batch_size: int = 2
     num_generations: int = 4
     beta: float = 0.04

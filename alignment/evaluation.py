@@ -83,7 +83,7 @@ def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[
         policy: ``PeftModel`` holding an adapter per aligned model (``load_policy_with_adapters``).
         eval_prompts: ``[{"category", "prompt"}]``.
         model_names: e.g. ``["base", "dpo", "ppo", "grpo"]``; ``"base"`` means adapters disabled.
-        progress: optional ``callback(model_name)`` called before each model.
+        progress: optional ``callback(model_name)`` called after each model.
 
     Returns:
         ``{"decoding", "models": {name: {"summary", "samples"}}}`` with KL, win rates and per-category means.
@@ -92,8 +92,6 @@ def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[
     prompts = [p["prompt"] for p in eval_prompts]
     results: dict[str, dict] = {}
     for name in model_names:
-        if progress:
-            progress(name)
         if name == "base":
             with policy.disable_adapter():
                 gens = generate(policy, tokenizer, prompts, decoding.max_new_tokens, decoding.temperature,
@@ -110,6 +108,8 @@ def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[
                     "length_tokens": g.length, "ended_with_eos": g.ended_with_eos, "kl_to_base": k}
                    for p, g, s, k in zip(eval_prompts, gens, scores, kls)]
         results[name] = {"samples": samples}
+        if progress:
+            progress(name)
     base_scores = [s["reward"] for s in results["base"]["samples"]] if "base" in results else None
     for name, res in results.items():
         samples = res["samples"]

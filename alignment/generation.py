@@ -118,8 +118,9 @@ def response_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     Shapes: ``input_ids, attention_mask: (B, P + T)`` -> ``(B, T)`` nats (padding positions hold garbage; mask
     them with the response mask).
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, P + T, V)
-    logits = logits[:, prompt_width - 1:-1]  # (B, T, V): position t predicts response token t
+    T = input_ids.size(1) - prompt_width
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=T + 1).logits  # (B, T + 1, V)
+    logits = logits[:, :-1]  # (B, T, V): position P-1+t predicts response token t
     return sequence_logps(logits, input_ids[:, prompt_width:], temperature)
 
 
@@ -138,6 +139,13 @@ def sequence_log_ratio(model, tokenizer, prompts, responses: list[list[int]], te
             ref = response_logps(model, ids, attn, P, temperature)
         out.extend(((logp - ref) * mask).sum(1).tolist())
     return out
+
+
+def apply_missing_eos_penalty(scores: torch.Tensor, has_eos: torch.Tensor, penalty: float | None) -> torch.Tensor:
+    """``scores - penalty`` where a response has no EOS (Huang et al. 2022). Shapes: ``(B,), (B,) bool -> (B,)``."""
+    if penalty is None:
+        return scores
+    return torch.where(has_eos, scores, scores - penalty)
 
 
 class RewardScorer:
@@ -181,3 +189,24 @@ class RewardScorer:
     @property
     def __name__(self) -> str:  # TRL names reward functions by __name__ in its metrics ("rewards/<name>/mean")
         return "reward_model"
+
+
+class PenalizedReward:
+    """TRL reward function: reward-model score minus ``penalty`` for completions without EOS, so that GRPO and
+    PPO optimise the same reward.
+
+    TRL passes ``completion_ids`` cut after the first EOS (EOS included), so a completion ended if its last id is
+    EOS.
+    """
+
+    __name__ = "reward_model"
+
+    def __init__(self, scorer: RewardScorer, eos_token_id: int, penalty: float | None):
+        self.scorer, self.eos_token_id, self.penalty = scorer, eos_token_id, penalty
+
+    def __call__(self, prompts, completions, completion_ids=None, **kwargs) -> list[float]:
+        scores = torch.tensor(self.scorer(prompts, completions))
+        if completion_ids is None:
+            return scores.tolist()
+        has_eos = torch.tensor([bool(ids) and ids[-1] == self.eos_token_id for ids in completion_ids])
+        return apply_missing_eos_penalty(scores, has_eos, self.penalty).tolist()

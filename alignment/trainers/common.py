@@ -150,7 +150,7 @@ class RunContextCallback(TrainerCallback):
 
 
 def trl_common_args(cfg, output_dir: Path, use_cpu: bool) -> dict:
-    """TrainingArguments shared by the TRL-based methods (CPU fp32 by default, no checkpoints, no reporting)."""
+    """TrainingArguments shared by the TRL-based methods (no checkpoints, no reporting; bf16 autocast per cfg)."""
     return dict(
         output_dir=str(output_dir / "trainer_state"),
         max_steps=cfg.max_steps,
@@ -161,7 +161,7 @@ def trl_common_args(cfg, output_dir: Path, use_cpu: bool) -> dict:
         save_strategy="no",
         report_to="none",
         use_cpu=use_cpu,
-        bf16=False,
+        bf16=cfg.bf16,
         disable_tqdm=True,
         gradient_checkpointing=False,  # 135M fits easily; recomputation only costs time
         dataloader_num_workers=0,

@@ -3,7 +3,8 @@
 For each prompt, G = ``num_generations`` responses are sampled; their reward-model scores are normalised
 within the group (``alignment.losses.grpo_advantages``; Shao et al. 2024, Sec. 4.1.2) and the clipped
 objective with a k3 KL penalty to the reference (the policy with its adapter disabled) is minimised
-(``alignment.losses.grpo_loss``). No value model.
+(``alignment.losses.grpo_loss``). No value model. The reward is the same as PPO's: reward-model score minus
+``missing_eos_penalty`` for completions that hit the length limit without EOS.
 Metrics: TRL's ``reward``, ``reward_std``, ``kl``, ``entropy``, ``completions/mean_length``, ``clip_ratio/*``.
 """
 
@@ -14,7 +15,7 @@ from datasets import Dataset
 from peft import get_peft_model
 
 from ..config import GRPOConfig
-from ..generation import RewardScorer
+from ..generation import PenalizedReward, RewardScorer
 from ..models import load_causal_lm, lora_config
 from .common import RunContext, attach, trl_common_args
 
@@ -41,7 +42,7 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
         disable_dropout=cfg.disable_dropout,
     )
     prompts = Dataset.from_list([{"prompt": r["prompt"]} for r in train_rows])
-    trainer = trl.GRPOTrainer(model=policy, reward_funcs=scorer, args=args, train_dataset=prompts,
+    trainer = trl.GRPOTrainer(model=policy, reward_funcs=PenalizedReward(scorer, tokenizer.eos_token_id, cfg.missing_eos_penalty), args=args, train_dataset=prompts,
                               processing_class=tokenizer)
     attach(trainer, ctx).train()
     tokenizer.padding_side = "left"

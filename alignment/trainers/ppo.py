@@ -33,7 +33,7 @@ import torch
 from peft import get_peft_model
 
 from ..config import PPOConfig
-from ..generation import RewardScorer, generate, pack_responses
+from ..generation import RewardScorer, apply_missing_eos_penalty, generate, pack_responses
 from ..losses import entropy_from_logits, gae, kl_penalty_rewards, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss, sequence_logps
 from ..models import load_causal_lm, lora_config
 from .common import RunContext
@@ -79,11 +79,12 @@ def forward_policy(policy, value_head, input_ids, attention_mask, prompt_width: 
     Shapes: ``input_ids, attention_mask: (B, P + T)`` -> ``logprobs (B, T)``, ``values (B, T)`` (value of
     the state before each response token), ``entropy (B, T)``.
     """
-    out = policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-    logits = out.logits[:, prompt_width - 1:-1]  # (B, T, V)
+    T = input_ids.size(1) - prompt_width
+    out = policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=T + 1)
+    logits = out.logits[:, :-1]  # (B, T, V): position P-1+t predicts response token t; no lm_head on the prompt
     hidden = out.hidden_states[-1][:, prompt_width - 1:-1]  # (B, T, H)
     logprobs = sequence_logps(logits, input_ids[:, prompt_width:], temperature)
-    return logprobs, value_head(hidden.float()), entropy_from_logits(logits.detach(), temperature)
+    return logprobs, value_head(hidden).float(), entropy_from_logits(logits.detach(), temperature)
 
 
 def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScorer, ctx: RunContext, policy=None):
@@ -110,6 +111,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
     prompts = [r["prompt"] for r in train_rows]
     order: list[int] = []
     mb_size = cfg.batch_size // cfg.num_mini_batches
+    amp = lambda: torch.autocast(policy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
     eos = tokenizer.eos_token_id
 
     for step in range(1, cfg.max_steps + 1):
@@ -122,14 +124,13 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         input_ids, attn, mask, P = pack_responses(tokenizer, batch_prompts, [g.token_ids for g in gens])
         lengths = mask.sum(1).long()  # (B,)
         has_eos = torch.tensor([g.ended_with_eos for g in gens])
-        with torch.no_grad():
+        with torch.no_grad(), amp():
             old_logprobs, old_values, entropy = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature)
             with policy.disable_adapter():
                 ref_logprobs = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature)[0]
-            # 2. score -----------------------------------------------------------------------------------
-            scores = scorer.score(batch_prompts, [g.text for g in gens])  # (B,)
-            if cfg.missing_eos_penalty is not None:
-                scores = torch.where(has_eos, scores, scores - cfg.missing_eos_penalty)
+        with torch.no_grad():  # 2. score (fp32) ---------------------------------------------------------------
+            scores = scorer.score(batch_prompts, [g.text for g in gens])  # (B,) fp32
+            scores = apply_missing_eos_penalty(scores, has_eos, cfg.missing_eos_penalty)
             # 3. per-token rewards with KL penalty, 4. GAE ---------------------------------------------------
             rewards, non_score = kl_penalty_rewards(old_logprobs, ref_logprobs, scores, lengths, kl_ctl.value)
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
@@ -141,7 +142,8 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             perm = torch.randperm(cfg.batch_size)
             for start in range(0, cfg.batch_size, mb_size):
                 idx = perm[start:start + mb_size]
-                logprobs, values, ent = forward_policy(policy, value_head, input_ids[idx], attn[idx], P, cfg.temperature)
+                with amp():
+                    logprobs, values, ent = forward_policy(policy, value_head, input_ids[idx], attn[idx], P, cfg.temperature)
                 pg_loss, pg_stats = ppo_policy_loss(logprobs, old_logprobs[idx], advantages[idx], mask[idx], cfg.cliprange)
                 vf_loss, vf_stats = ppo_value_loss(values, old_values[idx], returns[idx], mask[idx], cfg.cliprange_value)
                 loss = pg_loss + cfg.vf_coef * vf_loss

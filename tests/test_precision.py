@@ -1,0 +1,66 @@
+"""bf16 autocast (the default for training) against the fp32 path on the first step.
+
+Tolerances: 1% relative on summed sequence log-probs and losses, 0.02 nats absolute per token on PPO's
+log-probs. bf16 keeps 8 bits of mantissa (relative rounding 2^-8 = 0.4%); the sums accumulate in fp32.
+"""
+
+import pytest
+import torch
+from peft import get_peft_model
+
+from alignment.config import make_config
+from alignment.data import fit_to_length
+from alignment.generation import generate, pack_responses
+from alignment.models import load_causal_lm, load_sequence_classifier, lora_config
+from alignment.trainers import train_dpo, train_reward_model
+from alignment.trainers.common import RunContext
+from alignment.trainers.ppo import ValueHead, forward_policy
+
+
+@pytest.fixture(scope="module")
+def rows(builtin_rows, tokenizer):
+    return fit_to_length(builtin_rows[:24], tokenizer, 64, 12)
+
+
+def _first_step(tmp_path, train, name, bf16):
+    ctx = RunContext(tmp_path / f"{name}-{bf16}", name, 1)
+    train(make_config(name, max_steps=1, bf16=bf16, max_prompt_length=64, max_completion_length=12), ctx)
+    return ctx.history[0]
+
+
+def test_dpo_first_step_bf16_matches_fp32(tmp_path, tiny_source, tokenizer, rows):
+    def train(cfg, ctx):
+        torch.manual_seed(0)
+        policy = get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config())
+        train_dpo(cfg, tiny_source, tokenizer, rows, ctx, policy=policy)
+
+    fp32, bf16 = (_first_step(tmp_path, train, "dpo", flag) for flag in (False, True))
+    for key in ("logps/chosen", "logps/rejected", "loss"):
+        assert bf16[key] == pytest.approx(fp32[key], rel=1e-2), key
+
+
+def test_reward_first_step_bf16_matches_fp32(tmp_path, tiny_source, tokenizer, rows):
+    def train(cfg, ctx):
+        torch.manual_seed(0)
+        model = get_peft_model(load_sequence_classifier(tiny_source, tokenizer, seed=0), lora_config(task_type="SEQ_CLS"))
+        train_reward_model(cfg, tiny_source, tokenizer, rows, [], ctx, model=model)
+
+    fp32, bf16 = (_first_step(tmp_path, train, "reward", flag) for flag in (False, True))
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=1e-2)
+
+
+def test_ppo_logprobs_and_values_bf16_match_fp32(tiny_source, tokenizer):
+    torch.manual_seed(0)
+    policy = get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config())
+    head = ValueHead(policy.config.hidden_size)
+    torch.nn.init.normal_(head.summary.weight, std=0.1)
+    prompts = ["What is the capital of France?", "Describe a cat in exactly 5 words."]
+    gens = generate(policy, tokenizer, prompts, max_new_tokens=12, seed=0)
+    ids, attn, mask, P = pack_responses(tokenizer, prompts, [g.token_ids for g in gens])
+    with torch.no_grad():
+        lp32, v32, _ = forward_policy(policy, head, ids, attn, P, 0.7)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lp16, v16, _ = forward_policy(policy, head, ids, attn, P, 0.7)
+    assert lp16.dtype == torch.float32  # log-softmax runs in fp32 even under autocast
+    assert ((lp16 - lp32).abs() * mask).max() < 0.02
+    assert ((v16 - v32).abs() * mask).max() < 0.02

@@ -68,9 +68,12 @@ def recommendations(methods: dict, evaluation: dict | None) -> list[str]:
                                                    sorted(aligned.items(), key=lambda kv: -kv[1]["kl_to_base"])) + ".")
             for k, v in aligned.items():
                 dl = v["mean_length_tokens"] - base.get("mean_length_tokens", v["mean_length_tokens"])
-                if abs(dl) >= 5:
-                    recs.append(f"{k.upper()} answers are {abs(dl):.0f} tokens {'longer' if dl > 0 else 'shorter'} than base on average: "
-                                "check whether the reward model rewards length (verbosity bias).")
+                if dl >= 5:
+                    recs.append(f"{k.upper()} answers are {dl:.0f} tokens longer than base on average: check whether the "
+                                "reward model rewards length (verbosity bias, see plots/length_vs_reward.html).")
+                elif dl <= -5:
+                    recs.append(f"{k.upper()} answers are {-dl:.0f} tokens shorter than base on average: brevity is rewarded "
+                                "here (concise-answer pairs in the data, and the missing-EOS penalty during RL).")
     times = {k: v.get("train_time_s") for k, v in methods.items() if v.get("train_time_s") is not None}
     if times:
         recs.append("Training time: " + ", ".join(f"{k.upper()} {t:.0f}s" for k, t in times.items())

@@ -65,7 +65,13 @@ def test_reward_trainer(tmp_path, tiny_source, tokenizer, splits):
     held = result["heldout"]
     assert held["n_pairs"] == len(splits[1]) and 0.0 <= held["accuracy"] <= 1.0
     assert len(held["errors"]) == round((1 - held["accuracy"]) * held["n_pairs"])
-    assert scorer.score(["hi"], ["hello"]).shape == (1,)
+    # the in-session scorer runs in fp32, exactly like the reward model reloaded from its saved adapter
+    from peft import PeftModel
+
+    reloaded = RewardScorer(PeftModel.from_pretrained(load_sequence_classifier(tiny_source, tokenizer),
+                                                      str(ctx.run_dir / "adapter")), tokenizer)
+    prompts, responses = [r["prompt"] for r in splits[1][:4]], [r["chosen"] for r in splits[1][:4]]
+    assert torch.allclose(scorer.score(prompts, responses), reloaded.score(prompts, responses), atol=1e-5)
 
 
 def test_dpo_trainer(tmp_path, tiny_source, tokenizer, splits):

@@ -130,6 +130,12 @@ def attach(trainer, ctx: RunContext):
     return trainer
 
 
+def trained_model(trainer):
+    """The trained model without accelerate's mixed-precision wrapper, so that later scoring and generation run
+    in fp32 exactly as a model loaded from the saved adapter would."""
+    return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
+
+
 class RunContextCallback(TrainerCallback):
     """Bridges a TRL/transformers ``Trainer`` to a ``RunContext``: metrics lines and the stop flag."""
 

@@ -14,7 +14,7 @@ from peft import get_peft_model
 from ..config import DPOConfig
 from ..data import to_trl_preference
 from ..models import load_causal_lm, lora_config
-from .common import RunContext, attach, trl_common_args
+from .common import RunContext, attach, trained_model, trl_common_args
 
 
 def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, policy=None):
@@ -37,6 +37,6 @@ def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, po
                              processing_class=tokenizer)
     attach(trainer, ctx).train()
     tokenizer.padding_side = "left"
-    model = trainer.model.eval()
+    model = trained_model(trainer)
     model.save_pretrained(ctx.run_dir / "adapter")
     return model

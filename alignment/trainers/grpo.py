@@ -17,7 +17,7 @@ from peft import get_peft_model
 from ..config import GRPOConfig
 from ..generation import PenalizedReward, RewardScorer
 from ..models import load_causal_lm, lora_config
-from .common import RunContext, attach, trl_common_args
+from .common import RunContext, attach, trained_model, trl_common_args
 
 
 def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardScorer, ctx: RunContext, policy=None):
@@ -46,6 +46,6 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
                               processing_class=tokenizer)
     attach(trainer, ctx).train()
     tokenizer.padding_side = "left"
-    model = trainer.model.eval()
+    model = trained_model(trainer)
     model.save_pretrained(ctx.run_dir / "adapter")
     return model

@@ -16,7 +16,7 @@ from ..config import RewardModelConfig
 from ..data import to_trl_preference
 from ..generation import RewardScorer
 from ..models import load_sequence_classifier, lora_config
-from .common import RunContext, attach, trl_common_args
+from .common import RunContext, attach, trained_model, trl_common_args
 
 
 def evaluate_reward_model(scorer: RewardScorer, rows: list[dict]) -> dict:
@@ -64,7 +64,7 @@ def train_reward_model(cfg: RewardModelConfig, source, tokenizer, train_rows, ev
                             processing_class=tokenizer)
     attach(trainer, ctx).train()
     tokenizer.padding_side = "left"
-    model = trainer.model.eval()
+    model = trained_model(trainer)
     model.save_pretrained(ctx.run_dir / "adapter")
     scorer = RewardScorer(model, tokenizer, max_length=args.max_length)
     return scorer, {"heldout": evaluate_reward_model(scorer, eval_rows), "adapter": str(Path(ctx.run_dir) / "adapter")}

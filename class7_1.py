@@ -24,6 +24,7 @@ evaluation -> report. See alignment/ for each stage.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import threading
@@ -176,14 +177,18 @@ class AlignmentComparisonManager:
                                       methods=METHODS, progress: bool = True) -> dict:
         """Train each method in ``methods`` (the reward model first), with a progress bar per method.
 
-        A failed method is reported and the others still run. Returns ``{method: result}``.
+        ``model_info`` and ``datasets`` are accepted as in the course material (the outputs of ``setup_models``
+        and ``load_preference_datasets``); the manager keeps them itself. A failed method is reported and the
+        others still run. Returns ``{method: result}``.
         """
         self.setup_models()
-        if datasets is None and self.datasets is None:
+        if datasets is not None:
+            self.datasets = datasets
+        elif self.datasets is None:
             self.load_preference_datasets()
         order = [m for m in METHODS if m in methods]
         for method in order:
-            bar = _progress_bar(method, self.config_for(method).max_steps, progress)
+            bar = _Bar(method, self.config_for(method).max_steps, progress)
             try:
                 self.train_method(method, on_progress=bar.update_to)
             except Exception as exc:  # keep going: one failed method must not lose the others
@@ -208,7 +213,7 @@ class AlignmentComparisonManager:
         policy = load_policy_with_adapters(load_causal_lm(self.source, self.tokenizer), adapters)
         names = ["base", *adapters]
         decoding = DecodingConfig(max_new_tokens=self._configs["dpo"].max_completion_length, seed=self.seed)
-        bar = _progress_bar("evaluation", len(names), progress)
+        bar = _Bar("evaluation", len(names), progress)
         evaluation = evaluate_models(policy, self.tokenizer, self._reward_scorer(), self.datasets["eval_prompts"], names,
                                      decoding, progress=lambda name: (bar.set_postfix_str(name), bar.update(1)))
         bar.close()
@@ -223,8 +228,6 @@ class AlignmentComparisonManager:
         results = results if results is not None else self.results
         for m in METHODS:  # include runs from earlier sessions found on disk
             if m not in results and (self.run_dir(m) / "run_info.json").is_file():
-                import json
-
                 info = json.loads((self.run_dir(m) / "run_info.json").read_text())
                 results[m] = {**info, "history": read_metrics(self.run_dir(m) / "metrics.jsonl"),
                               "run_dir": str(self.run_dir(m)), "adapter": str(self.run_dir(m) / "adapter")}
@@ -245,6 +248,8 @@ class AlignmentComparisonManager:
 
 
 class _Bar:
+    """A tqdm bar per stage, fed by ``RunContext`` progress callbacks."""
+
     def __init__(self, desc: str, total: int, enabled: bool):
         from tqdm.auto import tqdm
 
@@ -264,10 +269,6 @@ class _Bar:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _progress_bar(desc: str, total: int, enabled: bool) -> _Bar:
-    return _Bar(desc, total, enabled)
 
 
 def format_summary_table(report: dict) -> str:

@@ -1,11 +1,12 @@
-# One command each: `make run` (set up + classroom comparison), `make test` (set up + test suite).
+# One command each: `make app` (set up + the Gradio app), `make run` (set up + headless classroom comparison),
+# `make test` (set up + test suite).
 # Set-up is a virtual environment in .venv, reused while requirements*.txt are unchanged.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run quick test test-fast clean
+.PHONY: setup app run quick test test-fast clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 setup: $(VENV)/.installed
+
+app: setup
+	$(PY) app.py $(ARGS)
 
 run: setup
 	$(PY) class7_1.py $(ARGS)

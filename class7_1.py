@@ -24,6 +24,7 @@ evaluation -> report. See alignment/ for each stage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -54,11 +55,13 @@ class AlignmentComparisonManager:
         max_pairs: use at most this many pairs (after loading).
         eval_prompts: path of an evaluation prompt file (default ``data/eval_prompts.json``); ``max_eval_prompts``
             keeps the first N.
+        annotations_path: the annotation file (default ``<output_dir>/collected_annotations.json``).
     """
 
     def __init__(self, model_name: str = DEFAULT_MODEL, dataset: str = BUILTIN, output_dir: str | Path = "outputs",
                  preset: str = "classroom", overrides: dict | None = None, max_pairs: int | None = None,
-                 eval_prompts: str | None = None, max_eval_prompts: int | None = None, seed: int = 42):
+                 eval_prompts: str | None = None, max_eval_prompts: int | None = None, seed: int = 42,
+                 annotations_path: str | Path | None = None):
         self.model_name, self.dataset_source = model_name, dataset
         self.output_dir = Path(output_dir)
         self.preset, self.overrides, self.seed = preset, overrides or {}, seed
@@ -69,6 +72,11 @@ class AlignmentComparisonManager:
         self.results: dict = {}
         self.scorer = None
         self.stop_event = threading.Event()
+        self.annotations_path = annotations_path
+        self._annotations = None
+        self.job = None  # the app's background TrainingJob
+        self._policy, self._policy_key, self._candidates = None, None, {}
+        self._gen_lock = threading.RLock()
         self._configs = {m: self.config_for(m) for m in METHODS}  # validate early
 
     # ------------------------------------------------------------------------------------------ setup
@@ -159,8 +167,9 @@ class AlignmentComparisonManager:
             info = ctx.fail(exc)
             self.results[method] = {**info, "history": ctx.history, "run_dir": str(ctx.run_dir)}
             raise
-        info = ctx.finish(adapter=str(ctx.run_dir / "adapter"))
-        self.results[method] = {**info, **extra, "history": ctx.history, "run_dir": str(ctx.run_dir),
+        extra["adapter"] = str(ctx.run_dir / "adapter")
+        info = ctx.finish(**extra)  # extras (reward model held-out accuracy) survive restarts in run_info.json
+        self.results[method] = {**info, "history": ctx.history, "run_dir": str(ctx.run_dir),
                                 "adapter": str(ctx.run_dir / "adapter")}
         return self.results[method]
 
@@ -245,6 +254,368 @@ class AlignmentComparisonManager:
         if any(results.get(m, {}).get("status") in ("completed", "stopped") for m in POLICY_METHODS):
             evaluation = self.evaluate_alignment_methods(results, progress=progress)
         return self.generate_report(results, evaluation)
+
+    # ------------------------------------------------------------------------------------------ interactive (app)
+    # Everything the Gradio tabs call. The shared generation model is loaded once and reloaded only when an
+    # adapter on disk changes; one lock serialises generation across tabs and users.
+    def set_dataset(self, source: str, max_pairs: int | None = None) -> dict:
+        """Switch the preference dataset (built-in, a file, collected annotations or a hub id) and load it.
+
+        Raises:
+            FileNotFoundError / ValueError: unreadable source or no usable pair (message says why); the previous
+            dataset stays active.
+        """
+        old = (self.dataset_source, self.max_pairs, self.datasets)
+        self.dataset_source, self.max_pairs = source, max_pairs
+        try:
+            return self.load_preference_datasets()
+        except Exception:
+            self.dataset_source, self.max_pairs, self.datasets = old
+            raise
+
+    def dataset_rows(self) -> list[dict]:
+        if self.datasets is None:
+            self.load_preference_datasets()
+        return self.datasets["train"] + self.datasets["heldout"]
+
+    @property
+    def annotations(self):
+        """The ``AnnotationStore`` of ``collected_annotations.json`` (in ``output_dir`` unless set)."""
+        if self._annotations is None:
+            from alignment.annotations import ANNOTATIONS_FILE, AnnotationStore
+
+            self._annotations = AnnotationStore(self.annotations_path or self.output_dir / ANNOTATIONS_FILE)
+        return self._annotations
+
+    def annotation_item(self, annotator: str, mode: str = "pairwise", k: int = 4, source: str = "dataset",
+                        prompt: str | None = None) -> dict:
+        """The next item for ``annotator``: the first dataset item they have not annotated (so several students
+        see the same items and agreement can be measured), or live generations for ``prompt``.
+
+        Pairwise from the dataset: the pair in a seeded random A/B order. Ranking from the dataset: the pair plus
+        ``k - 2`` base-model samples. ``source="generated"``: ``k`` (2 for pairwise) base-model samples at
+        temperatures spread over 0.5-1.2. Returns ``{"item_id", "prompt", "responses", "category", "source",
+        "index", "total"}``; ``index`` is None when the annotator has done every item.
+        """
+        import random
+
+        from alignment.annotations import item_id
+
+        if mode not in ("pairwise", "ranking"):
+            raise ValueError(f"Unknown annotation mode {mode!r}")
+        k = 2 if mode == "pairwise" else int(k)
+        if not 3 <= k <= 6 and mode == "ranking":
+            raise ValueError("A ranking compares 3 to 6 responses")
+        if source == "generated":
+            text = (prompt or "").strip()
+            if not text:
+                raise ValueError("Type a prompt to generate responses for")
+            responses = self.generate_candidates(text, k)
+            return {"item_id": item_id(text, responses), "prompt": text, "responses": responses,
+                    "category": "generated", "source": "generated", "index": None, "total": None}
+        rows = self.dataset_rows()
+        done = self.annotations.done_items(annotator) if annotator else set()
+        for i, row in enumerate(rows):
+            pair = [row["chosen"], row["rejected"]]
+            random.Random(f"{self.seed}-{i}").shuffle(pair)
+            if mode == "ranking":
+                key = f"ranking-{k}-{i}"
+                extra = self._cached_candidates(key, row["prompt"], k - 2)
+                pair = pair + extra
+                random.Random(key).shuffle(pair)
+            iid = item_id(json.dumps(row["prompt"]), pair)
+            if iid not in done:
+                return {"item_id": iid, "prompt": row["prompt"], "responses": pair, "category": row["category"],
+                        "source": "dataset", "index": i, "total": len(rows)}
+        return {"item_id": None, "prompt": None, "responses": [], "category": None, "source": "dataset",
+                "index": None, "total": len(rows)}
+
+    def _cached_candidates(self, key: str, prompt, n: int) -> list[str]:
+        if key not in self._candidates:
+            self._candidates[key] = self.generate_candidates(prompt, n, seed_offset=len(key))
+        return self._candidates[key]
+
+    def generate_candidates(self, prompt, k: int, seed_offset: int = 0) -> list[str]:
+        """``k`` base-model answers to ``prompt`` at temperatures evenly spread over 0.5-1.2, one seed each."""
+        from alignment.generation import generate
+
+        policy = self.policy_model()
+        temps = [0.5 + 0.7 * i / max(1, k - 1) for i in range(k)]
+        out = []
+        with self._gen_lock, _base_only(policy):
+            for i, t in enumerate(temps):
+                g = generate(policy, self.tokenizer, [prompt], self._configs["dpo"].max_completion_length, t,
+                             seed=self.seed + seed_offset + i, batch_size=1)[0]
+                out.append(g.text or "(empty answer)")
+        return out
+
+    def submit_annotation(self, record: dict) -> dict:
+        """Validate and store one annotation (see ``alignment.annotations``); raises ValueError on bad input."""
+        return self.annotations.add(record)
+
+    def annotation_summary(self, annotator: str | None = None) -> dict:
+        """Counts per annotator, the annotator's history (newest first), agreement statistics."""
+        from alignment.annotations import agreement
+
+        records = self.annotations.records()
+        mine = [r for r in records if annotator and r.get("annotator") == annotator]
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r["annotator"]] = counts.get(r["annotator"], 0) + 1
+        return {"total": len(records), "counts": counts, "history": mine[::-1], "agreement": agreement(records),
+                "pairs": len(self.annotations.to_pairs())}
+
+    def export_annotations(self, path: str | Path | None = None) -> tuple[Path, int]:
+        """Write the annotations as TRL preference JSONL (prompt/chosen/rejected); returns (path, pairs)."""
+        return self.annotations.export_trl(path or self.output_dir / "annotations_trl.jsonl")
+
+    # training jobs
+    def start_training(self, method: str, preset: str | None = None, **overrides):
+        """Start training ``method`` in the background (one at a time) and return the ``TrainingJob``.
+
+        Raises:
+            RuntimeError: a training is already running (the message names it).
+            ValueError: invalid settings (validated before anything starts).
+        """
+        from alignment.jobs import TrainingJob
+
+        if method not in METHODS:
+            raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if self.job is not None and self.job.running:
+            raise RuntimeError(f"'{self.job.method}' is training (step {self.job.step}/{self.job.total_steps}); "
+                               "wait for it or stop it first")
+        if preset is not None and preset != self.preset:
+            values = {"seed": self.seed, **self.overrides.get("all", {}), **self.overrides.get(method, {}), **overrides}
+            cfg = make_config(method, preset, **values)
+            overrides = {k: v for k, v in cfg.to_dict().items() if k != "method"}
+        cfg = self.config_for(method, **overrides)  # raises ValueError before launch
+        if method in ("ppo", "grpo"):
+            self._reward_scorer()  # fail now, with a clear message, if no reward model was trained
+        self.stop_event.clear()
+        self.job = TrainingJob(method, lambda cb: self.train_method(method, on_progress=cb, **overrides),
+                               cfg.max_steps)
+        return self.job
+
+    def stop_training(self) -> bool:
+        """Ask the running training to stop after its current step; False when nothing runs."""
+        if self.job is None or not self.job.running:
+            return False
+        self.stop_event.set()
+        return True
+
+    def training_status(self) -> dict | None:
+        return self.job.snapshot() if self.job is not None else None
+
+    def list_runs(self) -> list[dict]:
+        """Finished or running runs on disk: ``run_info.json`` plus the run directory."""
+        runs = []
+        for m in METHODS:
+            info_path = self.run_dir(m) / "run_info.json"
+            if info_path.is_file():
+                info = json.loads(info_path.read_text())
+                runs.append({**info, "run_dir": str(self.run_dir(m)),
+                             "has_adapter": (self.run_dir(m) / "adapter" / "adapter_config.json").is_file()})
+        return runs
+
+    def run_history(self, method: str) -> list[dict]:
+        return read_metrics(self.run_dir(method) / "metrics.jsonl")
+
+    # settings shown in the Train tab, by their common names -> each method's config field
+    SETTING_FIELDS = {
+        "learning_rate": {m: "learning_rate" for m in METHODS}, "max_steps": {m: "max_steps" for m in METHODS},
+        "batch_size": {m: "batch_size" for m in METHODS}, "lora_r": {m: "lora_r" for m in METHODS},
+        "beta": {"dpo": "beta", "ppo": "kl_coef", "grpo": "beta"},
+        "clip_range": {"ppo": "cliprange", "grpo": "epsilon"},
+        "group_size": {"grpo": "num_generations"},
+    }
+
+    def training_settings(self, method: str, preset: str | None = None) -> dict:
+        """The Train tab's settings for ``method`` under ``preset``: ``{name: value or None if not used}``."""
+        preset = preset or self.preset
+        values = {"seed": self.seed, **self.overrides.get("all", {}), **self.overrides.get(method, {})}
+        cfg = make_config(method, preset, **values).to_dict()
+        return {name: cfg[f[method]] if method in f else None for name, f in self.SETTING_FIELDS.items()}
+
+    def settings_to_overrides(self, method: str, preset: str | None, settings: dict) -> dict:
+        """Train-tab settings on top of ``preset`` -> the full config as overrides for ``start_training``.
+
+        Raises:
+            ValueError: a setting that is not a number, a fractional count, or an invalid config value.
+        """
+        preset = preset or self.preset
+        values = {"seed": self.seed, **self.overrides.get("all", {}), **self.overrides.get(method, {})}
+        out = make_config(method, preset, **values).to_dict()
+        for name, value in settings.items():
+            if value is None or value == "" or method not in self.SETTING_FIELDS.get(name, {}):
+                continue
+            integer = name in ("max_steps", "batch_size", "lora_r", "group_size")
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name.replace('_', ' ')} must be a number; got {value!r}") from None
+            if integer and number != int(number):
+                raise ValueError(f"{name.replace('_', ' ')} must be a whole number; got {value!r}")
+            out[self.SETTING_FIELDS[name][method]] = int(number) if integer else number
+        make_config(method, preset, **out)  # validate now, before anything starts
+        return out
+
+    def training_chart(self, method: str, history: list[dict] | None = None):
+        """Plotly chart of a run's loss, reward and KL metrics (live while it trains)."""
+        from alignment.report import training_figure
+
+        return training_figure(method, self.run_history(method) if history is None else history)
+
+    def report_figures(self) -> dict:
+        """The report's plotly figures from the runs on disk and the last evaluation."""
+        from alignment.report import figures
+
+        methods = {m: {"history": self.run_history(m)} for m in METHODS}
+        evaluation = getattr(self, "evaluation_results", None)
+        path = self.output_dir / "evaluation_results.json"
+        if evaluation is None and path.is_file():
+            evaluation = json.loads(path.read_text(encoding="utf-8")) or None
+        return figures(methods, evaluation if evaluation and evaluation.get("models") else None)
+
+    def dataset_figure(self):
+        """Histograms of prompt, chosen and rejected lengths (tokens) of the loaded pairs."""
+        from alignment.report import length_histograms
+
+        return length_histograms(self.dataset_rows(), self.tokenizer)
+
+    # shared generation model
+    def trained_policies(self) -> list[str]:
+        return [m for m in POLICY_METHODS if (self.run_dir(m) / "adapter" / "adapter_config.json").is_file()
+                and json.loads((self.run_dir(m) / "run_info.json").read_text()).get("status") in ("completed", "stopped")]
+
+    def policy_model(self):
+        """Base model plus every trained policy adapter, loaded once and reloaded when an adapter changes."""
+        from alignment.evaluation import load_policy_with_adapters
+
+        self.setup_models()
+        names = self.trained_policies()
+        key = tuple((m, (self.run_dir(m) / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns) for m in names)
+        with self._gen_lock:
+            if self._policy is None or self._policy_key != key:
+                base = load_causal_lm(self.source, self.tokenizer, seed=self.seed)
+                adapters = {m: self.run_dir(m) / "adapter" for m in names}
+                self._policy = load_policy_with_adapters(base, adapters) if adapters else base.eval()
+                self._policy_key = key
+            return self._policy
+
+    def reward_scorer_or_none(self):
+        try:
+            return self._reward_scorer()
+        except RuntimeError:
+            return None
+
+    def compare_models(self, prompt: str, max_new_tokens: int | None = None, temperature: float = 0.7,
+                       seed: int | None = None, models: list[str] | None = None) -> dict[str, dict]:
+        """Answers of base and every trained policy to one prompt from identical decoding settings, each with
+        reward-model score (None without a reward model), length and KL to base (``compare_answers``)."""
+        from alignment.evaluation import DecodingConfig, compare_answers
+
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise ValueError("Type a prompt (or pick an example) first")
+        if not 0.0 <= temperature <= 2.0:
+            raise ValueError("Temperature must be between 0 and 2")
+        policy = self.policy_model()
+        names = models or ["base", *self.trained_policies()]
+        decoding = DecodingConfig(max_new_tokens=max_new_tokens or self._configs["dpo"].max_completion_length,
+                                  temperature=max(temperature, 1e-5), do_sample=temperature > 0,
+                                  seed=self.seed if seed is None else seed)
+        scorer = self.reward_scorer_or_none()
+        with self._gen_lock:
+            return compare_answers(policy, self.tokenizer, scorer, prompt, names, decoding)
+
+    @property
+    def arena(self):
+        from alignment.arena import ArenaVotes
+
+        return ArenaVotes(self.output_dir / "arena_votes.json")
+
+    def arena_round(self, prompt: str, seed: int | None = None) -> dict:
+        """Two anonymous answers to ``prompt`` from two different models, in random order.
+
+        Returns ``{"prompt", "answers": [a, b], "models": [model_a, model_b]}`` (the UI keeps ``models`` hidden
+        until the vote). Raises ValueError with fewer than two models to compare.
+        """
+        import random
+
+        names = ["base", *self.trained_policies()]
+        if len(names) < 2:
+            raise ValueError("The arena needs at least one trained policy (DPO, PPO or GRPO) besides base")
+        rng = random.Random(seed)
+        pair = rng.sample(names, 2)
+        answers = self.compare_models(prompt, models=pair, seed=rng.randrange(10**6))
+        return {"prompt": prompt, "answers": [answers[pair[0]]["response"], answers[pair[1]]["response"]],
+                "models": pair}
+
+    def judge(self):
+        """The configured ``Judge`` (``.env`` / environment), or None with ``JudgeConfig.describe()`` saying why."""
+        from alignment.judge import Judge, JudgeConfig
+
+        cfg = JudgeConfig.from_env()
+        return (Judge(cfg) if cfg.enabled else None), cfg.describe()
+
+    # report
+    def build_report(self, progress=None) -> dict:
+        """Evaluate every trained policy on the evaluation prompts and write the three JSON files and plots.
+
+        ``progress(fraction, description)`` is called as models finish. Raises RuntimeError without a reward
+        model or a trained policy.
+        """
+        from alignment.evaluation import DecodingConfig, evaluate_models, load_policy_with_adapters
+
+        if self.datasets is None:
+            self.load_preference_datasets()
+        names = self.trained_policies()
+        if not names:
+            raise RuntimeError("Train at least one policy (DPO, PPO or GRPO) before building the report")
+        scorer = self._reward_scorer()
+        base = load_causal_lm(self.source, self.tokenizer, seed=self.seed)
+        policy = load_policy_with_adapters(base, {m: self.run_dir(m) / "adapter" for m in names})
+        decoding = DecodingConfig(max_new_tokens=self._configs["dpo"].max_completion_length, seed=self.seed)
+        done = []
+
+        def step(name):
+            done.append(name)
+            if progress:
+                progress(len(done) / (len(names) + 1), f"evaluated {name}")
+
+        self.evaluation_results = evaluate_models(policy, self.tokenizer, scorer, self.datasets["eval_prompts"],
+                                                  ["base", *names], decoding, progress=step)
+        return self.generate_report(dict(self.results), self.evaluation_results)
+
+    def create_annotation_platform(self):
+        """The annotation tab as a standalone Gradio app (``.launch()`` it), as in the course material."""
+        import gradio as gr
+
+        from ui.annotate_tab import create_annotate_tab
+
+        with gr.Blocks(title="Preference annotation") as demo:
+            create_annotate_tab(self)
+        return demo
+
+    def create_comparison_demo(self):
+        """The side-by-side comparison and blind arena as a standalone Gradio app."""
+        import gradio as gr
+
+        from ui.compare_tab import create_compare_tab
+
+        with gr.Blocks(title="Model comparison") as demo:
+            create_compare_tab(self)
+        return demo
+
+
+@contextlib.contextmanager
+def _base_only(model):
+    """Generate with the base weights: adapters off when ``model`` is a PeftModel."""
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield
+    else:
+        yield
 
 
 class _Bar:

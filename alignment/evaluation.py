@@ -11,6 +11,7 @@ records.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -131,3 +132,38 @@ def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[
         res["summary"] = summary
     torch.manual_seed(decoding.seed)
     return {"decoding": asdict(decoding), "models": results}
+
+
+@torch.no_grad()
+def compare_answers(policy, tokenizer, scorer: RewardScorer | None, prompt: str, model_names: list[str],
+                    decoding: DecodingConfig | None = None) -> dict[str, dict]:
+    """One prompt, every model, identical decoding (same seed): the Compare tab's side-by-side view.
+
+    Args:
+        policy: a ``PeftModel`` with one adapter per aligned model, or a plain model when only ``"base"`` is asked.
+        scorer: the reward model, or None (scores are then None).
+
+    Returns:
+        ``{name: {"response", "reward", "length_tokens", "ended_with_eos", "kl_to_base"}}``; ``kl_to_base`` is the
+        single-sample log-ratio log pi(y|x) - log pi_base(y|x) of that answer (nats), 0 for base.
+    """
+    decoding = decoding or DecodingConfig()
+    out = {}
+    for name in model_names:
+        if name == "base":
+            ctx = policy.disable_adapter() if hasattr(policy, "disable_adapter") else contextlib.nullcontext()
+            with ctx:
+                gen = generate(policy, tokenizer, [prompt], decoding.max_new_tokens, decoding.temperature,
+                               decoding.do_sample, decoding.seed, 1)[0]
+            kl = 0.0
+        else:
+            policy.set_adapter(name)
+            gen = generate(policy, tokenizer, [prompt], decoding.max_new_tokens, decoding.temperature,
+                           decoding.do_sample, decoding.seed, 1)[0]
+            kl = sequence_log_ratio(policy, tokenizer, [prompt], [gen.token_ids],
+                                    decoding.temperature if decoding.do_sample else 1.0)[0]
+        reward = float(scorer.score([prompt], [gen.text])[0]) if scorer is not None else None
+        out[name] = {"response": gen.text, "reward": reward, "length_tokens": gen.length,
+                     "ended_with_eos": gen.ended_with_eos, "kl_to_base": kl}
+    return out
+

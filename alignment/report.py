@@ -81,14 +81,39 @@ def recommendations(methods: dict, evaluation: dict | None) -> list[str]:
     return recs
 
 
-def write_plots(out_dir: Path, methods: dict, evaluation: dict | None) -> list[str]:
-    """Plotly HTML charts (self-contained files). Returns the written paths."""
+def training_figure(method: str, history: list[dict]):
+    """Live/report chart of one run: loss, reward and KL-type metrics against step (plotly ``Figure``)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    plot_dir = Path(out_dir) / "plots"
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    panels = [("loss", ["loss"]),
+              ("reward", ["accuracy", "rewards/chosen", "rewards/rejected", "rewards/margins", "objective/scores",
+                          "objective/rlhf_reward", "reward"]),
+              ("KL", ["objective/kl", "kl", "policy/approxkl_avg"]),
+              ("method-specific", ["rewards/accuracies", "margin", "policy/clipfrac_avg", "val/clipfrac_avg",
+                                   "reward_std", "clip_ratio/region_mean", "objective/entropy"])]
+    keys = {k for row in history for k, v in row.items() if v is not None}
+    panels = [(title, [k for k in ks if k in keys]) for title, ks in panels]
+    panels = [p for p in panels if p[1]] or [("loss", [])]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels])
+    for col, (_, ks) in enumerate(panels, 1):
+        for k in ks:
+            pts = [r for r in history if r.get(k) is not None]
+            fig.add_trace(go.Scatter(x=[r["step"] for r in pts], y=[r[k] for r in pts], name=k, mode="lines+markers"),
+                          row=1, col=col)
+    fig.update_layout(height=320, title=f"{method.upper()} training ({len(history)} steps logged)",
+                      legend=dict(orientation="h", y=-0.25), margin=dict(t=60, b=40))
+    fig.update_xaxes(title_text="step")
+    return fig
+
+
+def figures(methods: dict, evaluation: dict | None) -> dict:
+    """Every report chart as a plotly ``Figure``: training curves, mean reward by model, reward vs KL,
+    length vs reward, per-category means (the last four need an evaluation)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figs = {}
     curves = [(m, k) for m, keys in TREND_METRICS.items() for k in keys if methods.get(m, {}).get("history")]
     if curves:
         fig = make_subplots(rows=len(curves), cols=1, subplot_titles=[f"{m.upper()}: {k}" for m, k in curves])
@@ -96,13 +121,12 @@ def write_plots(out_dir: Path, methods: dict, evaluation: dict | None) -> list[s
             hist = [r for r in methods[m]["history"] if r.get(k) is not None]
             fig.add_trace(go.Scatter(x=[r["step"] for r in hist], y=[r[k] for r in hist], name=f"{m}:{k}"), row=i, col=1)
         fig.update_layout(height=220 * len(curves), showlegend=False, title="Training curves")
-        written.append(str(plot_dir / "training_curves.html"))
-        fig.write_html(written[-1], include_plotlyjs=True)
+        figs["training_curves"] = fig
     if evaluation:
         models = evaluation["models"]
         names = list(models)
         s = {n: models[n]["summary"] for n in names}
-        figs = {
+        figs.update({
             "mean_reward": go.Figure(go.Bar(x=names, y=[s[n]["mean_reward"] for n in names],
                                             error_y=dict(array=[s[n]["reward_distribution"]["std"] for n in names])),
                                      layout=dict(title="Mean reward-model score by model (error bar: std)")),
@@ -118,10 +142,18 @@ def write_plots(out_dir: Path, methods: dict, evaluation: dict | None) -> list[s
             "per_category": go.Figure([go.Bar(name=n, x=list(s[n]["per_category_mean_reward"]),
                                               y=list(s[n]["per_category_mean_reward"].values())) for n in names],
                                       layout=dict(title="Mean reward by prompt category", barmode="group")),
-        }
-        for name, fig in figs.items():
-            written.append(str(plot_dir / f"{name}.html"))
-            fig.write_html(written[-1], include_plotlyjs="cdn" if written[:-1] else True)
+        })
+    return figs
+
+
+def write_plots(out_dir: Path, methods: dict, evaluation: dict | None) -> list[str]:
+    """``figures`` as HTML files in ``out_dir/plots`` (sharing one local ``plotly.min.js``). Returns the paths."""
+    plot_dir = Path(out_dir) / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in figures(methods, evaluation).items():
+        written.append(str(plot_dir / f"{name}.html"))
+        fig.write_html(written[-1], include_plotlyjs="directory")  # plotly.min.js once, beside them: works offline
     return written
 
 
@@ -176,3 +208,18 @@ def write_reports(out_dir: Path, setup: dict, methods: dict, evaluation: dict | 
         "what_was_learned": learned,
     })
     return report
+
+
+def length_histograms(rows: list[dict], tokenizer):
+    """Overlaid histograms of prompt (chat-templated), chosen and rejected lengths in tokens."""
+    import plotly.graph_objects as go
+
+    from .data import _n_tokens, _prompt_tokens
+
+    fig = go.Figure()
+    fig.add_histogram(x=[_prompt_tokens(tokenizer, r["prompt"]) for r in rows], name="prompt", opacity=0.6)
+    fig.add_histogram(x=[_n_tokens(tokenizer, r["chosen"]) for r in rows], name="chosen", opacity=0.6)
+    fig.add_histogram(x=[_n_tokens(tokenizer, r["rejected"]) for r in rows], name="rejected", opacity=0.6)
+    fig.update_layout(barmode="overlay", title=f"Token lengths ({len(rows)} pairs)", xaxis_title="tokens",
+                      yaxis_title="pairs", height=320)
+    return fig

@@ -47,3 +47,25 @@ def hh_path():
     if not HH_PATH.is_file():
         pytest.skip(f"{HH_PATH} not present")
     return HH_PATH
+
+
+def launch_app(output_dir, **manager_kwargs):
+    """The full Gradio app on the tiny model, served in this process on a free port; returns (manager, demo, url)."""
+    import app
+    from class7_1 import AlignmentComparisonManager
+    from ui import LAUNCH_KWARGS, create_app
+
+    manager = AlignmentComparisonManager("tiny", output_dir=output_dir, preset="quick", **manager_kwargs)
+    demo = create_app(manager)
+    demo.queue(default_concurrency_limit=1).launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
+                                                   allowed_paths=[str(output_dir)], **LAUNCH_KWARGS)
+    assert app  # app.py imports cleanly
+    return manager, demo, demo.local_url
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    out = tmp_path_factory.mktemp("app")
+    manager, demo, url = launch_app(out)
+    yield manager, url
+    demo.close()

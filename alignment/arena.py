@@ -1,0 +1,111 @@
+"""Blind arena: students vote between two anonymous answers; votes become a leaderboard.
+
+Votes live in ``arena_votes.json`` (same atomic, locked writes as the annotations). Two ratings are shown:
+
+* Bradley-Terry strengths (Bradley & Terry 1952): P(i beats j) = p_i / (p_i + p_j), fitted by the MM
+  algorithm of Hunter (2004, Eq. 3), p_i <- W_i / sum_j n_ij / (p_i + p_j), with ties counted as half a win
+  each way and a 0.5-win prior against every other model so that undefeated models stay finite. Reported as
+  ``400 * log10(p_i) + 1000`` (Elo scale, mean strength 1000).
+* Online Elo (K=32, base 1000, order of votes), the chess-style estimate students may know.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from filelock import FileLock
+
+from .annotations import atomic_write_json
+
+ARENA_VOTES = ("A", "B", "tie")
+
+
+def bradley_terry(votes: list[dict], models: list[str], iters: int = 200, prior: float = 0.5) -> dict[str, float]:
+    """Bradley-Terry strengths on the Elo scale. ``votes``: ``{"model_a", "model_b", "winner": "A"|"B"|"tie"}``."""
+    idx = {m: i for i, m in enumerate(models)}
+    n = len(models)
+    wins = [[prior if i != j else 0.0 for j in range(n)] for i in range(n)]  # wins[i][j]: i over j
+    for v in votes:
+        a, b = idx.get(v["model_a"]), idx.get(v["model_b"])
+        if a is None or b is None or a == b:
+            continue
+        w = {"A": (1.0, 0.0), "B": (0.0, 1.0), "tie": (0.5, 0.5)}[v["winner"]]
+        wins[a][b] += w[0]
+        wins[b][a] += w[1]
+    p = [1.0] * n
+    for _ in range(iters):
+        new = []
+        for i in range(n):
+            denom = sum((wins[i][j] + wins[j][i]) / (p[i] + p[j]) for j in range(n) if j != i)
+            new.append(sum(wins[i]) / denom if denom else p[i])
+        g = math.exp(sum(math.log(x) for x in new) / n)  # fix the scale: geometric mean 1
+        p = [x / g for x in new]
+    return {m: 1000 + 400 * math.log10(p[idx[m]]) for m in models}
+
+
+def elo(votes: list[dict], models: list[str], k: float = 32.0) -> dict[str, float]:
+    """Sequential Elo ratings (expected score 1 / (1 + 10^((R_b - R_a)/400)))."""
+    r = {m: 1000.0 for m in models}
+    for v in votes:
+        a, b = v["model_a"], v["model_b"]
+        if a not in r or b not in r:
+            continue
+        ea = 1 / (1 + 10 ** ((r[b] - r[a]) / 400))
+        sa = {"A": 1.0, "B": 0.0, "tie": 0.5}[v["winner"]]
+        r[a] += k * (sa - ea)
+        r[b] -= k * (sa - ea)
+    return r
+
+
+class ArenaVotes:
+    """The vote file. ``add`` validates and appends under the lock; ``leaderboard`` ranks the models."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(str(self.path) + ".lock", timeout=30)
+
+    def votes(self) -> list[dict]:
+        with self.lock:
+            if not self.path.is_file():
+                return []
+            return json.loads(self.path.read_text(encoding="utf-8"))["votes"]
+
+    def add(self, prompt: str, model_a: str, model_b: str, winner: str, voter: str = "") -> dict:
+        """Record one vote. Raises ValueError for an unknown winner or a model voted against itself."""
+        if winner not in ARENA_VOTES:
+            raise ValueError(f"Vote must be one of {ARENA_VOTES}; got {winner!r}")
+        if model_a == model_b:
+            raise ValueError("The two answers come from the same model")
+        vote = {"id": uuid.uuid4().hex, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "voter": voter, "prompt": prompt, "model_a": model_a, "model_b": model_b, "winner": winner}
+        with self.lock:
+            data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {"votes": []}
+            data["votes"].append(vote)
+            atomic_write_json(self.path, data)
+        return vote
+
+    def leaderboard(self, models: list[str]) -> list[dict]:
+        """Rows sorted by Bradley-Terry rating: model, rating, Elo, games, wins, ties, losses."""
+        votes = self.votes()
+        models = sorted(set(models) | {v["model_a"] for v in votes} | {v["model_b"] for v in votes})
+        bt, el = bradley_terry(votes, models), elo(votes, models)
+        rows = []
+        for m in models:
+            w = t = lo = 0
+            for v in votes:
+                if m not in (v["model_a"], v["model_b"]):
+                    continue
+                if v["winner"] == "tie":
+                    t += 1
+                elif (v["winner"] == "A") == (v["model_a"] == m):
+                    w += 1
+                else:
+                    lo += 1
+            rows.append({"model": m, "bradley_terry": round(bt[m], 1), "elo": round(el[m], 1),
+                         "games": w + t + lo, "wins": w, "ties": t, "losses": lo})
+        return sorted(rows, key=lambda r: -r["bradley_terry"])

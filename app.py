@@ -1,0 +1,80 @@
+"""Alignment Lab: the Gradio teaching app (Learn, Data, Annotate, Train, Compare, Report).
+
+Usage::
+
+    python app.py                          # http://127.0.0.1:7860, embedded SmolLM2 offline
+    python app.py --port 8080 --host 0.0.0.0 --auth teacher:secret
+    CLASS7_AUTH=teacher:secret python app.py --share
+
+The app is a view on ``AlignmentComparisonManager`` (class7_1.py): the model loads once and is shared by every
+tab and every student; trainings run one at a time in the background; annotations go to
+``<output-dir>/collected_annotations.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from alignment.data import BUILTIN
+from alignment.models import DEFAULT_MODEL
+
+
+def parse_auth(value: str | None):
+    """``"user:pass"`` (or several, comma-separated) -> list of (user, pass) for ``launch(auth=...)``."""
+    if not value:
+        return None
+    pairs = []
+    for item in value.split(","):
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise SystemExit("--auth / CLASS7_AUTH expects user:password (several separated by commas)")
+        pairs.append((user, password))
+    return pairs
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Alignment Lab: annotate, train and compare PPO, DPO and GRPO in a browser.")
+    p.add_argument("--host", default="127.0.0.1", help="interface to serve on (0.0.0.0 for the whole network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also create a public gradio.live link (needs internet)")
+    p.add_argument("--auth", default=os.environ.get("CLASS7_AUTH"),
+                   help="user:password for basic login (default: $CLASS7_AUTH; none if unset)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="hub id, local checkpoint dir, or 'tiny' (tests)")
+    p.add_argument("--dataset", default=BUILTIN)
+    p.add_argument("--output-dir", default="outputs")
+    p.add_argument("--preset", default="classroom", choices=["classroom", "quick"])
+    return p.parse_args(argv)
+
+
+def build(args):
+    """The manager and the Blocks app (model resolved and the shared generation model loaded)."""
+    from class7_1 import AlignmentComparisonManager
+    from ui import create_app
+
+    manager = AlignmentComparisonManager(args.model, args.dataset, args.output_dir, args.preset)
+    manager.setup_models()
+    manager.load_preference_datasets()
+    manager.policy_model()  # load once now, so the first click is not slow
+    return manager, create_app(manager)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "transformers", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    auth = parse_auth(args.auth)
+    from ui import LAUNCH_KWARGS
+
+    manager, demo = build(args)
+    demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share,
+                                                   auth=auth, allowed_paths=[str(manager.output_dir.resolve())],
+                                                   **LAUNCH_KWARGS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

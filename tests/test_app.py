@@ -1,0 +1,111 @@
+"""The Gradio app driven through gradio_client, in-process on the tiny model: annotate, train, compare, report."""
+
+import json
+import time
+
+import pytest
+
+from alignment.arena import bradley_terry, elo
+
+SETTINGS = ["learning_rate", "max_steps", "batch_size", "beta", "clip_range", "group_size", "lora_r"]
+
+
+@pytest.fixture(scope="module")
+def client(served_app):
+    from gradio_client import Client
+
+    return Client(served_app[1], verbose=False)
+
+
+def _settings(**kw):
+    return [kw.get(name) for name in SETTINGS]
+
+
+def _wait(client, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = client.predict(api_name="/training_status")
+        if st["status"] != "running":
+            return st
+        time.sleep(0.5)
+    raise AssertionError("training did not finish")
+
+
+def test_annotate_through_the_api(served_app, client):
+    manager, _ = served_app
+    item = client.predict("ana", "pairwise", 4, api_name="/annotation_item")
+    assert len(item["responses"]) == 2 and item["index"] == 0
+    rec = client.predict({**item, "annotator": "ana", "choice": "B", "rationale": "more polite"},
+                         api_name="/submit_annotation")
+    stored = json.loads(manager.annotations.path.read_text())["annotations"]
+    assert stored[-1] == rec and rec["responses"] == item["responses"] and rec["rationale"] == "more polite"
+    assert client.predict("ana", "pairwise", 4, api_name="/annotation_item")["index"] == 1  # next item
+    assert client.predict("ben", "pairwise", 4, api_name="/annotation_item")["item_id"] == item["item_id"]
+    stats = client.predict("ana", api_name="/annotation_stats")
+    assert stats["counts"]["ana"] == 1 and stats["pairs"] >= 1
+
+
+def test_train_compare_vote_report(served_app, client):
+    manager, _ = served_app
+    msg = client.predict("dpo", "quick", *_settings(max_steps=2, clip_range=7), api_name="/start_training")
+    assert "reward" not in msg and "⚠️" not in msg  # a field the method does not use is ignored
+    assert _wait(client)["status"] == "completed"
+    bad = client.predict("dpo", "quick", *_settings(max_steps=2.5), api_name="/start_training")
+    assert bad.startswith("⚠️") and "whole number" in bad
+    bad = client.predict("dpo", "quick", *_settings(learning_rate=3), api_name="/start_training")
+    assert bad.startswith("⚠️") and "learning_rate" in bad
+
+    assert "reward model" in client.predict("ppo", "quick", *_settings(), api_name="/start_training")
+    assert "▶️" in client.predict("reward", "quick", *_settings(max_steps=3), api_name="/start_training")
+    busy = client.predict("dpo", "quick", *_settings(), api_name="/start_training")
+    assert "'reward' is training" in busy
+    st = _wait(client)
+    assert st["status"] == "completed" and st["step"] == 3 and len(st["history"]) == 3
+    assert any("step 3/3" in line for line in st["log_tail"])
+
+    answers = client.predict("Name a primary color.", 12, 0.7, 3, api_name="/compare")
+    assert set(answers) == {"base", "dpo"}
+    assert answers["base"]["kl_to_base"] == 0.0 and isinstance(answers["dpo"]["reward"], float)
+    assert 1 <= answers["dpo"]["length_tokens"] <= 12
+    again = client.predict("Name a primary color.", 12, 0.7, 3, api_name="/compare")
+    assert again == answers  # identical decoding settings -> identical answers
+
+    board = client.predict("p", "dpo", "base", "A", "ana", api_name="/arena_vote")
+    board = client.predict("p", "base", "dpo", "B", "ben", api_name="/arena_vote")
+    top = board[0]
+    assert top["model"] == "dpo" and top["wins"] == 2 and top["games"] == 2
+
+    text, headline, files, *plots = client.predict(api_name="/build_report")
+    assert "Reward model held-out accuracy" in text
+    assert [row[0] for row in headline["data"]] == ["base", "dpo"]
+    names = sorted(f.rsplit("/", 1)[-1] for f in files)
+    assert names == ["alignment_comparison_report.json", "evaluation_results.json", "final_summary.json"]
+    report = json.loads((manager.output_dir / "alignment_comparison_report.json").read_text())
+    assert set(report["evaluation"]["models"]) == {"base", "dpo"}
+    assert report["methods"]["dpo"]["status"] == "completed"
+
+
+def test_failed_training_leaves_the_app_working(served_app, client, monkeypatch):
+    import alignment.trainers
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(alignment.trainers, "train_dpo", boom)
+    client.predict("dpo", "quick", *_settings(max_steps=2), api_name="/start_training")
+    st = _wait(client)
+    assert st["status"] == "failed" and "out of memory (simulated)" in st["error"]
+    assert any("RuntimeError" in line for line in st["log_tail"])
+    run_info = json.loads((served_app[0].run_dir("dpo") / "run_info.json").read_text())
+    assert run_info["status"] == "failed"
+    item = client.predict("carl", "pairwise", 4, api_name="/annotation_item")  # still serving
+    assert item["responses"]
+
+
+def test_bradley_terry_and_elo_on_hand_made_votes():
+    votes = [{"model_a": "x", "model_b": "y", "winner": "A"}] * 3 + [{"model_a": "y", "model_b": "x", "winner": "A"}]
+    bt = bradley_terry(votes, ["x", "y"], prior=0.0)
+    # MLE: p_x / (p_x + p_y) = 3/4 -> p_x / p_y = 3 -> rating gap 400 * log10(3)
+    assert bt["x"] - bt["y"] == pytest.approx(400 * 0.47712, abs=0.1)
+    r = elo([{"model_a": "x", "model_b": "y", "winner": "A"}], ["x", "y"])
+    assert r == {"x": 1016.0, "y": 984.0}

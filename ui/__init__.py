@@ -1,0 +1,53 @@
+"""The Gradio app: one module per tab, each ``create_x_tab(manager) -> dict[str, Component]``.
+
+The tabs call only ``AlignmentComparisonManager`` (``class7_1.py``); nothing here trains, scores or stores by
+itself. ``create_app(manager)`` assembles them; ``LAUNCH_KWARGS`` (keyboard shortcuts, CSS) go to ``launch()``.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from . import data_tab, report_tab
+
+from .annotate_tab import KEYBOARD_JS, create_annotate_tab
+from .compare_tab import create_compare_tab
+from .data_tab import create_data_tab
+from .learn_tab import create_learn_tab
+from .report_tab import create_report_tab
+from .train_tab import create_train_tab
+
+CSS = """
+.answer textarea {font-size: 0.95rem;}
+.progress-outer {background:#e5e7eb;border-radius:6px;height:18px;width:100%;}
+.progress-inner {background:#2563eb;height:18px;border-radius:6px;color:white;font-size:12px;text-align:center;}
+"""
+
+LAUNCH_KWARGS = {"head": KEYBOARD_JS, "css": CSS, "theme": gr.themes.Soft()}
+
+
+def create_app(manager) -> gr.Blocks:
+    """All six tabs around one shared manager (model loaded once for every tab and user)."""
+    info = manager.setup_models()
+    with gr.Blocks(title="Alignment Lab: PPO, DPO and GRPO") as demo:
+        gr.Markdown(f"# Alignment Lab: how language models learn human preferences\n"
+                    f"Model: **{info['description']}** · outputs in `{manager.output_dir}`")
+        with gr.Tabs():
+            with gr.Tab("1 · Learn", id="learn"):
+                create_learn_tab(manager)
+            with gr.Tab("2 · Data", id="data"):
+                data = create_data_tab(manager)
+            with gr.Tab("3 · Annotate", id="annotate"):
+                create_annotate_tab(manager)
+            with gr.Tab("4 · Train", id="train"):
+                create_train_tab(manager)
+            with gr.Tab("5 · Compare", id="compare"):
+                create_compare_tab(manager)
+            with gr.Tab("6 · Report", id="report"):
+                report = create_report_tab(manager)
+        demo.load(lambda: data_tab.refresh(manager), None, [data["status"], data["preview"], data["hist"], data["stats"]],
+                  api_visibility="private")
+        demo.load(lambda: report_tab.refresh(manager), None,
+                  [report["status"], report["headline"], report["files"], *report["plots"]], api_visibility="private")
+    return demo
+

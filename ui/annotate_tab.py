@@ -1,0 +1,225 @@
+"""Annotate tab: the preference annotation platform (pairwise choices and K-way rankings).
+
+Items come from the loaded dataset (every student gets the same items in the same order, so agreement can be
+measured) or from live base-model generations for a prompt the student types. Every submission goes through
+``manager.submit_annotation`` into ``collected_annotations.json`` (locked, atomic writes).
+
+Keyboard: 1 = A better, 2 = B better, 3 = tie, 4 = both bad, 5 = skip, n = next item, u = undo (while the
+focus is not in a text box).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from alignment.annotations import render_prompt
+
+from .common import error_text
+
+MAX_K = 6
+CHOICES = [("A is better", "A", "ann-a"), ("B is better", "B", "ann-b"), ("Tie", "tie", "ann-tie"),
+           ("Both bad", "both_bad", "ann-bad"), ("Skip", "skip", "ann-skip")]
+
+KEYBOARD_JS = """<script>
+document.addEventListener('keydown', (e) => {
+  const t = e.target;
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (t && (t.tagName === 'TEXTAREA' || t.tagName === 'INPUT' || t.tagName === 'SELECT' || t.isContentEditable)) return;
+  const ids = {'1': 'ann-a', '2': 'ann-b', '3': 'ann-tie', '4': 'ann-bad', '5': 'ann-skip', 'n': 'ann-next', 'u': 'ann-undo'};
+  const el = ids[e.key] && document.getElementById(ids[e.key]);
+  if (el && el.offsetParent !== null) { e.preventDefault(); el.click(); }
+});
+</script>"""
+
+GUIDELINES = """**How to judge** (take the same stance every time; agreement between students is measured):
+1. **Helpful**: does it answer what was asked, correctly and completely?
+2. **Honest**: no invented facts; says "I don't know" rather than guessing.
+3. **Harmless**: refuses clearly harmful requests, politely, ideally with a safe alternative.
+4. **Follows constraints**: length, format, language asked for in the prompt.
+5. Length is not quality: prefer the shorter answer when both are equally good.
+
+Use **Tie** when both are equally good, **Both bad** when neither is acceptable, **Skip** if you cannot judge.
+In ranking mode give every answer a different rank (1 = best)."""
+
+
+def _stats(manager, annotator: str):
+    s = manager.annotation_summary(annotator or None)
+    mine = len(s["history"])
+    counts = [[a, n] for a, n in sorted(s["counts"].items(), key=lambda x: -x[1])]
+    hist = [[r["timestamp"][11:19], r["mode"], r.get("choice") or " > ".join(str(i + 1) for i in r["ranking"]),
+             render_prompt(r["prompt"])[:80], r.get("rationale", "")[:80]] for r in s["history"][:50]]
+    ag = s["agreement"]
+    lines = [f"**Agreement** on items seen by more than one annotator: pairwise {ag['pairwise']['shared_items']} "
+             f"items, Krippendorff's alpha = {_f(ag['pairwise']['alpha'])}; rankings {ag['ranking']['shared_items']} "
+             f"items, alpha (ordinal) = {_f(ag['ranking']['alpha'])}."]
+    for k in ag["pairwise"]["kappa"]:
+        lines.append(f"- Cohen's kappa {k['annotators'][0]} vs {k['annotators'][1]}: {_f(k['kappa'])} ({k['n_items']} items)")
+    lines.append("\n*1 = perfect agreement, 0 = chance, below 0 = systematic disagreement; undefined (–) with too few "
+                 "shared items or no variation.*")
+    progress = (f"You: **{mine}** annotations · everyone: **{s['total']}** records from {len(s['counts'])} annotators "
+                f"· **{s['pairs']}** training pairs derived")
+    return progress, hist, "\n".join(lines), counts
+
+
+def _f(x) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def create_annotate_tab(manager) -> dict:
+    gr.Markdown("## Annotate preferences\nYour choices become training data for the reward model and DPO "
+                "(Data tab → *collected annotations*).")
+    with gr.Row():
+        annotator = gr.Textbox(label="Your name (annotator)", placeholder="e.g. ana", scale=2)
+        mode = gr.Radio(["pairwise", "ranking"], value="pairwise", label="Mode", scale=2)
+        k = gr.Slider(3, MAX_K, value=4, step=1, label="Answers to rank (K)", visible=False, scale=1)
+    with gr.Row():
+        source = gr.Radio([("From the dataset", "dataset"), ("Generate for my prompt", "generated")], value="dataset",
+                          label="Items", scale=2)
+        own_prompt = gr.Textbox(label="Your prompt (live generation by the base model)", visible=False, scale=3)
+    next_btn = gr.Button("Load next item (n)", variant="primary", elem_id="ann-next")
+    progress = gr.Markdown()
+    item = gr.State(None)
+    prompt_md = gr.Markdown("*Enter your name and load an item.*")
+    with gr.Group(visible=True) as pair_group:
+        with gr.Row():
+            resp_a = gr.Textbox(label="Response A", interactive=False, lines=6, elem_classes="answer")
+            resp_b = gr.Textbox(label="Response B", interactive=False, lines=6, elem_classes="answer")
+        with gr.Row():
+            choice_btns = [gr.Button(f"{label} ({i + 1})", elem_id=eid, variant="primary" if v in ("A", "B") else "secondary")
+                           for i, (label, v, eid) in enumerate(CHOICES)]
+    with gr.Group(visible=False) as rank_group:
+        rank_boxes, rank_sel, rank_rows = [], [], []
+        for i in range(MAX_K):
+            with gr.Row(visible=i < 4) as row:
+                rank_boxes.append(gr.Textbox(label=f"Answer {i + 1}", interactive=False, lines=3, scale=5))
+                rank_sel.append(gr.Dropdown([str(r) for r in range(1, 5)], label="Rank (1 = best)", scale=1,
+                                            elem_id=f"ann-rank-{i + 1}"))
+            rank_rows.append(row)
+        submit_rank = gr.Button("Submit ranking", variant="primary", elem_id="ann-rank")
+    rationale = gr.Textbox(label="Why? (optional rationale)", lines=2)
+    with gr.Row():
+        undo = gr.Button("Undo my last answer (u)", elem_id="ann-undo")
+    status = gr.Markdown()
+    with gr.Accordion("Guidelines", open=False):
+        gr.Markdown(GUIDELINES)
+    with gr.Accordion("My history, agreement, export", open=True):
+        history = gr.Dataframe(headers=["time", "mode", "choice / ranking", "prompt", "rationale"], wrap=True,
+                               label="My annotations (newest first)")
+        agreement_md = gr.Markdown()
+        counts = gr.Dataframe(headers=["annotator", "records"], label="Annotations per student")
+        with gr.Row():
+            export_btn = gr.Button("Export as TRL preference JSONL")
+            use_btn = gr.Button("Train on these annotations (load as dataset)")
+        export_file = gr.File(label="Exported pairs", interactive=False)
+
+    # ------------------------------------------------------------------ handlers
+    def show_item(it):
+        """Values for prompt, A, B, 6 rank boxes, 6 selectors, 6 rows, 2 groups."""
+        if not it or not it.get("responses"):
+            done = "🎉 You have annotated every item of this dataset. Try *Generate for my prompt*." if it else ""
+            return [done, "", ""] + [""] * MAX_K + [None] * MAX_K + [gr.update()] * MAX_K + [gr.update(), gr.update()]
+        n = len(it["responses"])
+        where = f"item {it['index'] + 1} of {it['total']}" if it.get("index") is not None else "live generation"
+        head = f"**Prompt** ({it['category']}, {where}):\n\n> " + render_prompt(it["prompt"]).replace("\n", "\n> ")
+        ranking = n > 2 or it.get("mode") == "ranking"
+        a, b = (it["responses"] + ["", ""])[:2]
+        boxes = [it["responses"][i] if i < n else "" for i in range(MAX_K)]
+        sels = [gr.update(value=None, choices=[str(r) for r in range(1, n + 1)]) for _ in range(MAX_K)]
+        rows = [gr.update(visible=i < n) for i in range(MAX_K)]
+        return ([head, a, b] + boxes + sels + rows + [gr.update(visible=not ranking), gr.update(visible=ranking)])
+
+    def load_next(name, m, kk, src, text):
+        try:
+            it = manager.annotation_item((name or "").strip(), m, int(kk), src, text)
+            it["mode"] = m
+            return [it, ""] + show_item(it)
+        except Exception as exc:
+            return [gr.update(), error_text(exc)] + [gr.update()] * (3 + 3 * MAX_K + 2)
+
+    def submit(name, it, choice, why, ranks=None):
+        """Store one answer; a validation problem raises ``gr.Error`` (a message, and no next item is loaded)."""
+        if not it or not it.get("responses"):
+            raise gr.Error("Load an item first")
+        rec = {"annotator": name, "item_id": it["item_id"], "prompt": it["prompt"], "responses": it["responses"],
+               "category": it["category"], "source": it["source"], "rationale": why}
+        try:
+            if ranks is not None:
+                n = len(it["responses"])
+                picked = ranks[:n]
+                if any(r in (None, "") for r in picked):
+                    raise ValueError("Give every answer a rank before submitting")
+                if len(set(picked)) != n:
+                    raise ValueError("Each rank may be used once: two answers have the same rank")
+                rec["ranking"] = sorted(range(n), key=lambda i: int(picked[i]))
+            else:
+                rec["choice"] = choice
+            stored = manager.submit_annotation(rec)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
+        return f"✅ Saved ({stored['mode']}: {stored.get('choice') or 'ranking'}) as record `{stored['id'][:8]}`.", ""
+
+    def do_undo(name):
+        name = (name or "").strip()
+        if not name:
+            return error_text(ValueError("Enter your name to undo your own last answer"))
+        removed = manager.annotations.undo_last(name)
+        return (f"↩️ Removed your last answer (record `{removed['id'][:8]}`)." if removed
+                else "Nothing to undo: you have no saved answers.")
+
+    def refresh(name):
+        return _stats(manager, (name or "").strip())
+
+    def do_export():
+        path, n = manager.export_annotations()
+        return str(path), f"Exported {n} chosen/rejected pairs to `{path}`."
+
+    def use_as_dataset():
+        try:
+            ds = manager.set_dataset(str(manager.annotations.path))
+            return f"✅ Training data is now the collected annotations: {ds['load_report']['kept']} pairs."
+        except Exception as exc:
+            return error_text(exc) + " (the previous dataset stays in use)"
+
+    # ------------------------------------------------------------------ wiring
+    item_outputs = [prompt_md, resp_a, resp_b, *rank_boxes, *rank_sel, *rank_rows, pair_group, rank_group]
+    stats_outputs = [progress, history, agreement_md, counts]
+    mode.change(lambda m: gr.update(visible=m == "ranking"), mode, k, api_visibility="private")
+    source.change(lambda s: gr.update(visible=s == "generated"), source, own_prompt, api_visibility="private")
+    next_btn.click(load_next, [annotator, mode, k, source, own_prompt], [item, status, *item_outputs],
+                   api_visibility="private").then(refresh, annotator, stats_outputs, api_visibility="private")
+    for _, value, _ in CHOICES:
+        btn = choice_btns[[c[1] for c in CHOICES].index(value)]
+        btn.click(lambda name, it, why, v=value: submit(name, it, v, why), [annotator, item, rationale],
+                  [status, rationale], api_visibility="private", concurrency_limit=None).success(
+            load_next, [annotator, mode, k, source, own_prompt], [item, gr.State(), *item_outputs],
+            api_visibility="private").then(refresh, annotator, stats_outputs, api_visibility="private")
+    submit_rank.click(lambda name, it, why, *r: submit(name, it, None, why, list(r)), [annotator, item, rationale, *rank_sel],
+                      [status, rationale], api_visibility="private", concurrency_limit=None).success(
+        load_next, [annotator, mode, k, source, own_prompt], [item, gr.State(), *item_outputs],
+        api_visibility="private").then(refresh, annotator, stats_outputs, api_visibility="private")
+    undo.click(do_undo, annotator, status, api_visibility="private").then(refresh, annotator, stats_outputs,
+                                                                          api_visibility="private")
+    annotator.submit(refresh, annotator, stats_outputs, api_visibility="private")
+    export_btn.click(do_export, None, [export_file, status], api_name="export_annotations")
+    use_btn.click(use_as_dataset, None, status, api_visibility="private")
+
+    # API for scripts and gradio_client: the same manager calls as the buttons
+    def annotation_item(annotator: str, mode: str = "pairwise", k: int = 4) -> dict:
+        """The next dataset item for ``annotator`` (``{"item_id", "prompt", "responses", ...}``)."""
+        return manager.annotation_item(annotator, mode, k)
+
+    def submit_annotation(record: dict) -> dict:
+        """Store one annotation record (annotator, prompt, responses, choice or ranking, rationale)."""
+        return manager.submit_annotation(record)
+
+    def annotation_stats(annotator: str = "") -> dict:
+        s = manager.annotation_summary(annotator or None)
+        return {"total": s["total"], "counts": s["counts"], "agreement": s["agreement"], "pairs": s["pairs"]}
+
+    gr.api(annotation_item, api_name="annotation_item")
+    gr.api(submit_annotation, api_name="submit_annotation", concurrency_limit=None)
+    gr.api(annotation_stats, api_name="annotation_stats")
+    return {"annotator": annotator, "mode": mode, "k": k, "source": source, "own_prompt": own_prompt,
+            "next": next_btn, "prompt": prompt_md, "resp_a": resp_a, "resp_b": resp_b, "status": status,
+            "undo": undo, "history": history, "agreement": agreement_md, "counts": counts, "export": export_btn,
+            "export_file": export_file, **{f"choice_{v}": b for (_, v, _), b in zip(CHOICES, choice_btns)}}

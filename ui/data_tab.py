@@ -1,0 +1,76 @@
+"""Data tab: choose the preference dataset, preview it, see its statistics and length histograms."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from alignment.annotations import render_prompt
+
+from .common import error_text
+
+SOURCES = ["built-in", "file path", "upload", "collected annotations", "hub dataset id"]
+
+
+def _summary(manager) -> tuple[str, list[list], object, dict]:
+    ds = manager.datasets
+    report = ds["load_report"]
+    skipped = "; ".join(f"{n} × {r} (first: row {report['first_skipped_row'][r]})" for r, n in report["skipped"].items())
+    text = (f"✅ **{report['kept']} pairs** from `{report['source']}` (format: {report['format']}) · "
+            f"{len(ds['train'])} train / {len(ds['heldout'])} held-out" + (f"\n\nSkipped: {skipped}" if skipped else ""))
+    rows = [[r["category"], render_prompt(r["prompt"])[:300], r["chosen"][:300], r["rejected"][:300]]
+            for r in manager.dataset_rows()[:25]]
+    return text, rows, manager.dataset_figure(), ds["statistics"]
+
+
+def create_data_tab(manager) -> dict:
+    gr.Markdown("## Preference data\nEvery method trains on the same pairs: a **prompt**, a **chosen** answer "
+                "and a **rejected** answer. Accepted files: `.json`, `.jsonl`, `.jsonl.gz`, `.csv`, `.parquet` in "
+                "TRL format (prompt/chosen/rejected, plain or conversational), HH-RLHF transcripts, orca columns, "
+                "or this app's `collected_annotations.json`.")
+    with gr.Row():
+        source = gr.Radio(SOURCES, value="built-in", label="Source")
+        max_pairs = gr.Number(value=0, precision=0, minimum=0, label="Use at most N pairs (0 = all)")
+    path = gr.Textbox(label="File path or hub id", placeholder="../shared/data/hh-rlhf/harmless-base-test-1800.jsonl.gz")
+    upload = gr.File(label="Upload a file", file_types=[".json", ".jsonl", ".gz", ".csv", ".parquet"])
+    load = gr.Button("Load dataset", variant="primary")
+    status = gr.Markdown()
+    with gr.Row():
+        hist = gr.Plot(label="Lengths")
+        stats = gr.JSON(label="Statistics (tokens)")
+    preview = gr.Dataframe(headers=["category", "prompt", "chosen", "rejected"], wrap=True, label="Preview (first 25)")
+
+    def on_load(src, p, up, n):
+        try:
+            if src == "built-in":
+                target = "builtin"
+            elif src == "upload":
+                if up is None:
+                    raise ValueError("Choose a file to upload first")
+                target = up if isinstance(up, str) else up.name
+            elif src == "collected annotations":
+                if not manager.annotations.path.is_file():
+                    raise ValueError("No annotations yet: annotate some pairs in the Annotate tab first")
+                target = str(manager.annotations.path)
+            else:
+                target = (p or "").strip()
+                if not target:
+                    raise ValueError(f"Enter a {'file path' if src == 'file path' else 'hub dataset id'}")
+            manager.set_dataset(target, int(n) if n else None)
+            text, rows, fig, st = _summary(manager)
+            return text, rows, fig, st
+        except Exception as exc:  # shown to the user; the previous dataset stays loaded
+            return error_text(exc) + "\n\nThe previous dataset is still in use.", gr.update(), gr.update(), gr.update()
+
+    load.click(on_load, [source, path, upload, max_pairs], [status, preview, hist, stats], api_name="load_dataset")
+    return {"source": source, "path": path, "upload": upload, "max_pairs": max_pairs, "load": load,
+            "status": status, "preview": preview, "hist": hist, "stats": stats}
+
+
+def refresh(manager) -> tuple:
+    """Values for (status, preview, hist, stats) when the page opens."""
+    try:
+        if manager.datasets is None:
+            manager.load_preference_datasets()
+        return _summary(manager)
+    except Exception as exc:
+        return error_text(exc), [], None, {}

@@ -71,7 +71,7 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 48, temperature: f
     texts = prompt_texts(tokenizer, prompts)
     out: list[Generation] = []
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                       eos_token_id=tokenizer.eos_token_id)
         if do_sample:
@@ -133,7 +133,8 @@ def sequence_log_ratio(model, tokenizer, prompts, responses: list[list[int]], te
     """
     out = []
     for i in range(0, len(prompts), batch_size):
-        ids, attn, mask, P = pack_responses(tokenizer, prompts[i:i + batch_size], responses[i:i + batch_size])
+        ids, attn, mask, P = pack_responses(tokenizer, prompts[i:i + batch_size], responses[i:i + batch_size],
+                                            device=model.device)
         logp = response_logps(model, ids, attn, P, temperature)
         with model.disable_adapter():
             ref = response_logps(model, ids, attn, P, temperature)
@@ -166,7 +167,7 @@ class RewardScorer:
 
     @torch.no_grad()
     def score(self, prompts, responses: list[str]) -> torch.Tensor:
-        """Shapes: ``len(prompts) == len(responses) == B`` -> ``(B,)`` float scores (reward-model units)."""
+        """Shapes: ``len(prompts) == len(responses) == B`` -> ``(B,)`` float scores on CPU (reward-model units)."""
         texts = [self.tokenizer.apply_chat_template(as_messages(p) + [{"role": "assistant", "content": r}], tokenize=False)
                  for p, r in zip(prompts, responses)]
         scores = []
@@ -175,8 +176,8 @@ class RewardScorer:
         try:
             for i in range(0, len(texts), self.batch_size):
                 enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
-                                     max_length=self.max_length, add_special_tokens=False)
-                scores.append(self.model(**enc).logits[:, 0].float())
+                                     max_length=self.max_length, add_special_tokens=False).to(self.model.device)
+                scores.append(self.model(**enc).logits[:, 0].float().cpu())
         finally:
             self.tokenizer.truncation_side = side
         return torch.cat(scores) if scores else torch.zeros(0)

@@ -77,7 +77,8 @@ LESSONS = [
         "Shao et al. 2024 (DeepSeekMath), Eq. 3 and the k3 KL estimator Eq. 4; Dr. GRPO normalisation: Liu et al. 2025",
         [losses.grpo_advantages, losses.grpo_loss],
         "TRL's `GRPOTrainer` logs `reward`, `reward_std`, `kl`, `clip_ratio/region_mean`; `loss_type='dr_grpo'` divides "
-        "by a constant instead of each answer's length.",
+        "by a constant instead of each answer's length. TRL 1.16 also weights the KL term by the ratio $\\rho_{i,t}$ by "
+        "default (`use_bias_correction_kl`), which our `grpo_loss` reproduces with `kl_importance_weight=True`.",
     ),
 ]
 

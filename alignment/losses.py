@@ -205,12 +205,18 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: bool 
 
 def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor | None,
               advantages: torch.Tensor, mask: torch.Tensor, beta: float = 0.04, epsilon: float = 0.2,
-              loss_type: str = "grpo", max_completion_length: int | None = None) -> torch.Tensor:
+              loss_type: str = "grpo", max_completion_length: int | None = None,
+              kl_importance_weight: bool = False) -> torch.Tensor:
     """GRPO objective as a loss (Shao et al. 2024, Eq. 3; KL estimator Eq. 4).
 
     Per token: l_t = -min(ratio_t * A, clip(ratio_t, 1 - eps, 1 + eps) * A) + beta * KL_t, with
     ratio_t = exp(log pi - log pi_old) and the k3 estimator KL_t = exp(ref - logp) - (ref - logp) - 1 (>= 0).
     No value model: A comes from ``grpo_advantages``.
+
+    ``kl_importance_weight=True`` multiplies the KL term by ratio_t: the responses were sampled from pi_old, so
+    an unbiased estimate of KL(pi_theta || pi_ref) weights each sample by pi_theta / pi_old. TRL 1.16's
+    ``GRPOTrainer`` does this by default (``use_bias_correction_kl=True``); the paper's Eq. 3 does not. On-policy
+    (one update per batch) ratio_t = 1 in value, but its gradient adds KL_t * grad log pi.
 
     Aggregation (``loss_type``):
     - ``"grpo"``: mean over each response's tokens, then over responses (Eq. 3's 1/|o_i| term);
@@ -227,7 +233,8 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * adv)
     if beta != 0.0 and ref_logprobs is not None:
         d = ref_logprobs - logprobs
-        per_token = per_token + beta * (torch.exp(d) - d - 1)
+        kl = torch.exp(d) - d - 1
+        per_token = per_token + beta * (kl * ratio if kl_importance_weight else kl)
     if loss_type == "grpo":
         return masked_mean(per_token, mask, dim=1).mean()
     if loss_type == "dr_grpo":

@@ -206,8 +206,13 @@ def tiny_config(tokenizer, seed: int = 0):
     )
 
 
+def default_device() -> torch.device:
+    """CUDA when available, else CPU: where models are loaded (inputs follow ``model.device``)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_causal_lm(source: ModelSource, tokenizer, seed: int = 0):
-    """The policy network without adapters, fp32, dropout off (eval mode)."""
+    """The policy network without adapters, fp32, dropout off (eval mode), on ``default_device()``."""
     from transformers import AutoModelForCausalLM
 
     if source.kind == "tiny":
@@ -218,7 +223,7 @@ def load_causal_lm(source: ModelSource, tokenizer, seed: int = 0):
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model.eval()
+    return model.to(default_device()).eval()
 
 
 def load_sequence_classifier(source: ModelSource, tokenizer, seed: int = 0):
@@ -233,7 +238,7 @@ def load_sequence_classifier(source: ModelSource, tokenizer, seed: int = 0):
     else:
         model = AutoModelForSequenceClassification.from_pretrained(source.path, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
-    return model.eval()
+    return model.to(default_device()).eval()
 
 
 def lora_config(r: int = 8, alpha: int = 32, dropout: float = 0.0, task_type: str = "CAUSAL_LM", target_modules=None):

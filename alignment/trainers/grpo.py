@@ -3,7 +3,8 @@
 For each prompt, G = ``num_generations`` responses are sampled; their reward-model scores are normalised
 within the group (``alignment.losses.grpo_advantages``; Shao et al. 2024, Sec. 4.1.2) and the clipped
 objective with a k3 KL penalty to the reference (the policy with its adapter disabled) is minimised
-(``alignment.losses.grpo_loss``). No value model. The reward is the same as PPO's: reward-model score minus
+(``alignment.losses.grpo_loss`` with ``kl_importance_weight=True``, TRL 1.16's default; equal to TRL's loss
+within 1e-5, tests/test_trl_equivalence.py). No value model. The reward is the same as PPO's: reward-model score minus
 ``missing_eos_penalty`` for completions that hit the length limit without EOS.
 Metrics: TRL's ``reward``, ``reward_std``, ``kl``, ``entropy``, ``completions/mean_length``, ``clip_ratio/*``.
 """

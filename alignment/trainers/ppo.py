@@ -100,7 +100,8 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         for m in policy.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
-    value_head = ValueHead(policy.config.hidden_size)
+    device = policy.device
+    value_head = ValueHead(policy.config.hidden_size).to(device)
     optimizer = torch.optim.AdamW([
         {"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
         {"params": value_head.parameters(), "lr": cfg.learning_rate * cfg.value_lr_multiplier},
@@ -121,15 +122,15 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         batch_prompts = [prompts[order.pop()] for _ in range(cfg.batch_size)]
         gens = generate(policy, tokenizer, batch_prompts, max_new_tokens=cfg.max_completion_length,
                         temperature=cfg.temperature, do_sample=True, seed=None, batch_size=cfg.batch_size)
-        input_ids, attn, mask, P = pack_responses(tokenizer, batch_prompts, [g.token_ids for g in gens])
+        input_ids, attn, mask, P = pack_responses(tokenizer, batch_prompts, [g.token_ids for g in gens], device=device)
         lengths = mask.sum(1).long()  # (B,)
-        has_eos = torch.tensor([g.ended_with_eos for g in gens])
+        has_eos = torch.tensor([g.ended_with_eos for g in gens], device=device)
         with torch.no_grad(), amp():
             old_logprobs, old_values, entropy = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature)
             with policy.disable_adapter():
                 ref_logprobs = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature)[0]
         with torch.no_grad():  # 2. score (fp32) ---------------------------------------------------------------
-            scores = scorer.score(batch_prompts, [g.text for g in gens])  # (B,) fp32
+            scores = scorer.score(batch_prompts, [g.text for g in gens]).to(device)  # (B,) fp32
             scores = apply_missing_eos_penalty(scores, has_eos, cfg.missing_eos_penalty)
             # 3. per-token rewards with KL penalty, 4. GAE ---------------------------------------------------
             rewards, non_score = kl_penalty_rewards(old_logprobs, ref_logprobs, scores, lengths, kl_ctl.value)
@@ -139,7 +140,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         policy.train()
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "pg_clip", "vf_clip", "approxkl", "ratio", "ent")}
         for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(cfg.batch_size)
+            perm = torch.randperm(cfg.batch_size, device=device)
             for start in range(0, cfg.batch_size, mb_size):
                 idx = perm[start:start + mb_size]
                 with amp():

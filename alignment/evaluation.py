@@ -11,7 +11,6 @@ records.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .generation import RewardScorer, generate, sequence_log_ratio
+from .generation import RewardScorer, generate_shared_noise, sequence_log_ratio
 
 
 @dataclass
@@ -35,7 +34,7 @@ class DecodingConfig:
     temperature: float = 0.7
     do_sample: bool = True
     seed: int = 1234
-    batch_size: int = 16
+    batch_size: int = 128  # rows (prompt x model) per generate call
 
 
 def load_policy_with_adapters(base_model, adapters: dict[str, str | Path]):
@@ -76,9 +75,36 @@ def _distribution(values: list[float]) -> dict:
             "min": q[0], "p25": q[1], "median": q[2], "p75": q[3], "max": q[4]}
 
 
+def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str], decoding: DecodingConfig):
+    """Every model answers every prompt in shared batches; returns ``{name: (gens, kls, rewards)}``."""
+    mixed = hasattr(policy, "disable_adapter")
+    if not mixed and model_names != ["base"]:
+        raise ValueError("Only 'base' can be answered by a model without adapters")
+    rows = [p for _ in model_names for p in prompts]
+    adapters = ["__base__" if n == "base" else n for n in model_names for _ in prompts]
+    keys = [i for _ in model_names for i in range(len(prompts))]  # same prompt -> same noise, for every model
+    gens = generate_shared_noise(policy, tokenizer, rows, adapters if mixed else None, keys, decoding.max_new_tokens,
+                                 decoding.temperature, decoding.do_sample, decoding.seed, decoding.batch_size)
+    kls = [0.0] * len(rows)
+    aligned = [r for r, a in enumerate(adapters) if a != "__base__"]
+    if aligned:
+        temp = decoding.temperature if decoding.do_sample else 1.0
+        ratios = sequence_log_ratio(policy, tokenizer, [rows[r] for r in aligned], [gens[r].token_ids for r in aligned],
+                                    temp, decoding.batch_size, adapter_names=[adapters[r] for r in aligned])
+        for r, v in zip(aligned, ratios):
+            kls[r] = v
+    rewards = scorer.score(rows, [g.text for g in gens]).tolist() if scorer is not None else [None] * len(rows)
+    n = len(prompts)
+    return {name: (gens[j * n:(j + 1) * n], kls[j * n:(j + 1) * n], rewards[j * n:(j + 1) * n])
+            for j, name in enumerate(model_names)}
+
+
 def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[dict], model_names: list[str],
                     decoding: DecodingConfig | None = None, progress=None) -> dict:
     """Generate, score and compare.
+
+    Every model answers every prompt in the same batches (PEFT mixed-adapter batches), with shared sampling
+    noise per prompt (``GumbelNoiseSampler``): the only difference between two models' answers is the weights.
 
     Args:
         policy: ``PeftModel`` holding an adapter per aligned model (``load_policy_with_adapters``).
@@ -91,20 +117,9 @@ def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[
     """
     decoding = decoding or DecodingConfig()
     prompts = [p["prompt"] for p in eval_prompts]
+    answered = _answer_all(policy, tokenizer, scorer, prompts, model_names, decoding)
     results: dict[str, dict] = {}
-    for name in model_names:
-        if name == "base":
-            with policy.disable_adapter():
-                gens = generate(policy, tokenizer, prompts, decoding.max_new_tokens, decoding.temperature,
-                                decoding.do_sample, decoding.seed, decoding.batch_size)
-            kls = [0.0] * len(gens)
-        else:
-            policy.set_adapter(name)
-            gens = generate(policy, tokenizer, prompts, decoding.max_new_tokens, decoding.temperature,
-                            decoding.do_sample, decoding.seed, decoding.batch_size)
-            kls = sequence_log_ratio(policy, tokenizer, prompts, [g.token_ids for g in gens],
-                                     decoding.temperature if decoding.do_sample else 1.0, decoding.batch_size)
-        scores = scorer.score(prompts, [g.text for g in gens]).tolist()
+    for name, (gens, kls, scores) in answered.items():
         samples = [{"prompt": p["prompt"], "category": p["category"], "response": g.text, "reward": s,
                     "length_tokens": g.length, "ended_with_eos": g.ended_with_eos, "kl_to_base": k}
                    for p, g, s, k in zip(eval_prompts, gens, scores, kls)]
@@ -137,7 +152,7 @@ def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[
 @torch.no_grad()
 def compare_answers(policy, tokenizer, scorer: RewardScorer | None, prompt: str, model_names: list[str],
                     decoding: DecodingConfig | None = None) -> dict[str, dict]:
-    """One prompt, every model, identical decoding (same seed): the Compare tab's side-by-side view.
+    """One prompt, every model, identical decoding and shared sampling noise: the Compare tab's side-by-side view.
 
     Args:
         policy: a ``PeftModel`` with one adapter per aligned model, or a plain model when only ``"base"`` is asked.
@@ -147,23 +162,7 @@ def compare_answers(policy, tokenizer, scorer: RewardScorer | None, prompt: str,
         ``{name: {"response", "reward", "length_tokens", "ended_with_eos", "kl_to_base"}}``; ``kl_to_base`` is the
         single-sample log-ratio log pi(y|x) - log pi_base(y|x) of that answer (nats), 0 for base.
     """
-    decoding = decoding or DecodingConfig()
-    out = {}
-    for name in model_names:
-        if name == "base":
-            ctx = policy.disable_adapter() if hasattr(policy, "disable_adapter") else contextlib.nullcontext()
-            with ctx:
-                gen = generate(policy, tokenizer, [prompt], decoding.max_new_tokens, decoding.temperature,
-                               decoding.do_sample, decoding.seed, 1)[0]
-            kl = 0.0
-        else:
-            policy.set_adapter(name)
-            gen = generate(policy, tokenizer, [prompt], decoding.max_new_tokens, decoding.temperature,
-                           decoding.do_sample, decoding.seed, 1)[0]
-            kl = sequence_log_ratio(policy, tokenizer, [prompt], [gen.token_ids],
-                                    decoding.temperature if decoding.do_sample else 1.0)[0]
-        reward = float(scorer.score([prompt], [gen.text])[0]) if scorer is not None else None
-        out[name] = {"response": gen.text, "reward": reward, "length_tokens": gen.length,
-                     "ended_with_eos": gen.ended_with_eos, "kl_to_base": kl}
-    return out
-
+    answered = _answer_all(policy, tokenizer, scorer, [prompt], model_names, decoding or DecodingConfig())
+    return {name: {"response": g[0].text, "reward": r[0], "length_tokens": g[0].length,
+                   "ended_with_eos": g[0].ended_with_eos, "kl_to_base": k[0]}
+            for name, (g, k, r) in answered.items()}

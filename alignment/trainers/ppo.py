@@ -28,6 +28,7 @@ Metrics use TRL's PPO names: ``objective/kl``, ``objective/entropy``, ``objectiv
 from __future__ import annotations
 
 import random
+import time
 
 import torch
 from peft import get_peft_model
@@ -120,15 +121,19 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         if len(order) < cfg.batch_size:
             order += rng.sample(range(len(prompts)), len(prompts))
         batch_prompts = [prompts[order.pop()] for _ in range(cfg.batch_size)]
-        gens = generate(policy, tokenizer, batch_prompts, max_new_tokens=cfg.max_completion_length,
-                        temperature=cfg.temperature, do_sample=True, seed=None, batch_size=cfg.batch_size)
+        t0 = time.perf_counter()
+        with amp():  # rollouts in bf16 like TRL's GRPO generation (accelerate's autocast); log-probs below recomputed
+            gens = generate(policy, tokenizer, batch_prompts, max_new_tokens=cfg.max_completion_length,
+                            temperature=cfg.temperature, do_sample=True, seed=None, batch_size=cfg.batch_size)
         input_ids, attn, mask, P = pack_responses(tokenizer, batch_prompts, [g.token_ids for g in gens], device=device)
         lengths = mask.sum(1).long()  # (B,)
         has_eos = torch.tensor([g.ended_with_eos for g in gens], device=device)
+        t1 = time.perf_counter()
         with torch.no_grad(), amp():
             old_logprobs, old_values, entropy = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature)
             with policy.disable_adapter():
                 ref_logprobs = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature)[0]
+        t2 = time.perf_counter()
         with torch.no_grad():  # 2. score (fp32) ---------------------------------------------------------------
             scores = scorer.score(batch_prompts, [g.text for g in gens]).to(device)  # (B,) fp32
             scores = apply_missing_eos_penalty(scores, has_eos, cfg.missing_eos_penalty)
@@ -137,6 +142,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             advantages = masked_whiten(advantages, mask)
         # 5. PPO epochs over shuffled minibatches ----------------------------------------------------------
+        t3 = time.perf_counter()
         policy.train()
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "pg_clip", "vf_clip", "approxkl", "ratio", "ent")}
         for _ in range(cfg.ppo_epochs):
@@ -158,6 +164,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
                     stats[k].append(float(v.detach()))
         policy.eval()
         scheduler.step()
+        t4 = time.perf_counter()
         # 6. KL controller and metrics ---------------------------------------------------------------------
         kl = ((old_logprobs - ref_logprobs) * mask).sum(1)  # (B,) per-sequence KL estimate
         non_score_sum = non_score.sum(1)
@@ -174,6 +181,8 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
                 "loss/value_avg": mean(stats["vf"]), "val/clipfrac_avg": mean(stats["vf_clip"]),
                 "val/ratio": mean(stats["ratio"]), "val/num_eos_tokens": has_eos.sum(),
                 "completions/mean_length": lengths.float().mean(), "learning_rate": scheduler.get_last_lr()[0],
+                "time/generation_s": t1 - t0, "time/logprobs_s": t2 - t1, "time/scoring_s": t3 - t2,
+                "time/update_s": t4 - t3,
             })
         if ctx.should_stop():
             break

@@ -1,0 +1,69 @@
+"""Evaluation sampling: Gumbel-max with noise shared per prompt across models and batches."""
+
+import pytest
+import torch
+from peft import get_peft_model
+
+from alignment.evaluation import DecodingConfig, compare_answers
+from alignment.generation import GumbelNoiseSampler, generate_shared_noise
+from alignment.models import load_causal_lm, lora_config
+
+PROMPTS = ["What is the capital of France?", "Describe a cat in exactly 5 words.", "Name a color.", "Say hi."]
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tiny_source, tokenizer):
+    torch.manual_seed(0)
+    model = get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config(), adapter_name="a")
+    model.add_adapter("b", lora_config())
+    model.add_adapter("same_as_a", lora_config())
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, p in params.items():
+            if "lora_" in name and ".a." in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+                params[name.replace(".a.", ".same_as_a.")].copy_(p)
+            elif "lora_" in name and ".b." in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model.eval()
+
+
+def test_gumbel_max_samples_from_softmax():
+    # 20,000 independent keys at one step: empirical frequencies match softmax(logits / T) within 0.01
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(20_000, 1)
+    sampler = GumbelNoiseSampler(list(range(20_000)), prompt_width=3, temperature=0.7, seed=5)
+    picks = sampler(torch.zeros(20_000, 3, dtype=torch.long), logits).argmax(-1)
+    freq = torch.bincount(picks, minlength=4).float() / 20_000
+    assert torch.allclose(freq, torch.softmax(logits[0] / 0.7, -1), atol=0.01)
+
+
+def test_identical_models_give_identical_answers_and_batching_does_not_matter(two_adapters, tokenizer):
+    rows = PROMPTS * 3
+    names = ["a"] * 4 + ["same_as_a"] * 4 + ["b"] * 4
+    keys = list(range(4)) * 3
+    together = generate_shared_noise(two_adapters, tokenizer, rows, names, keys, max_new_tokens=10, seed=3)
+    one_by_one = [generate_shared_noise(two_adapters, tokenizer, [p], [n], [k], max_new_tokens=10, seed=3)[0]
+                  for p, n, k in zip(rows, names, keys)]
+    assert [g.token_ids for g in together] == [g.token_ids for g in one_by_one]
+    assert [g.token_ids for g in together[:4]] == [g.token_ids for g in together[4:8]]  # same weights, same noise
+    assert [g.token_ids for g in together[:4]] != [g.token_ids for g in together[8:]]  # other weights
+
+
+def test_mixed_batch_equals_each_adapter_alone(two_adapters, tokenizer):
+    mixed = generate_shared_noise(two_adapters, tokenizer, PROMPTS * 2, ["a"] * 4 + ["__base__"] * 4,
+                                  list(range(4)) * 2, max_new_tokens=8, seed=1)
+    two_adapters.set_adapter("a")
+    alone = generate_shared_noise(two_adapters, tokenizer, PROMPTS, None, list(range(4)), max_new_tokens=8, seed=1)
+    with two_adapters.disable_adapter():
+        base = generate_shared_noise(two_adapters, tokenizer, PROMPTS, None, list(range(4)), max_new_tokens=8, seed=1)
+    assert [g.token_ids for g in mixed] == [g.token_ids for g in alone + base]
+
+
+def test_compare_answers_kl_and_base(two_adapters, tokenizer):
+    out = compare_answers(two_adapters, tokenizer, None, "Say hi.", ["base", "a", "same_as_a"],
+                          DecodingConfig(max_new_tokens=8, seed=2))
+    assert out["base"]["kl_to_base"] == 0.0 and out["a"]["reward"] is None
+    assert out["a"]["response"] == out["same_as_a"]["response"]
+    assert out["a"]["kl_to_base"] == pytest.approx(out["same_as_a"]["kl_to_base"], abs=1e-5)
+    assert out["a"]["kl_to_base"] != 0.0

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup app run quick test test-fast clean
+.PHONY: setup app run quick bench test test-fast clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ run: setup
 
 quick: setup
 	$(PY) class7_1.py --quick $(ARGS)
+
+bench: setup
+	$(PY) benchmarks/bench.py $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(ARGS)

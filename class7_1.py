@@ -247,13 +247,24 @@ class AlignmentComparisonManager:
         return write_reports(self.output_dir, setup, results, evaluation_results)
 
     def run_all(self, methods=METHODS, progress: bool = True) -> dict:
-        """Data -> training -> evaluation -> report. Returns the report dict."""
+        """Data -> training -> evaluation -> report. Returns the report dict (wall time per stage in
+        ``setup.timings_s``)."""
+        start = time.time()
         self.load_preference_datasets()
+        self.timings = {"setup_and_data": time.time() - start}
         results = self.demonstrate_alignment_methods(methods=methods, progress=progress)
+        for m, r in results.items():
+            self.timings[m] = r.get("train_time_s")
         evaluation = None
         if any(results.get(m, {}).get("status") in ("completed", "stopped") for m in POLICY_METHODS):
+            t = time.time()
             evaluation = self.evaluate_alignment_methods(results, progress=progress)
-        return self.generate_report(results, evaluation)
+            self.timings["evaluation"] = time.time() - t
+        t = time.time()
+        report = self.generate_report(results, evaluation)
+        self.timings.update(report=time.time() - t, total=time.time() - start)
+        write_json(self.output_dir / "timings.json", {k: round(v, 2) for k, v in self.timings.items() if v is not None})
+        return report
 
     # ------------------------------------------------------------------------------------------ interactive (app)
     # Everything the Gradio tabs call. The shared generation model is loaded once and reloaded only when an

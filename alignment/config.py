@@ -136,6 +136,8 @@ class PPOConfig(CommonConfig):
         ppo_epochs, num_mini_batches: passes over each rollout batch and minibatches per pass (shuffled).
         temperature: sampling temperature; logprobs use logits / temperature everywhere.
         value_lr_multiplier: the value head learns faster than LoRA (it starts from zero).
+        response_logits_only: apply the LM head to response positions only (``logits_to_keep``); False computes
+            logits for every position (same numbers, more work: the benchmark's unoptimised baseline).
     """
 
     learning_rate: float = 2e-4
@@ -153,6 +155,7 @@ class PPOConfig(CommonConfig):
     num_mini_batches: int = 2
     temperature: float = 0.7
     value_lr_multiplier: float = 10.0
+    response_logits_only: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -88,6 +88,52 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 48, temperature: f
     return out
 
 
+class MergedRolloutModel:
+    """A plain (no PEFT) copy of a LoRA policy with its adapter merged, in ``dtype``, for sampling rollouts.
+
+    Decoding one token is bound by reading the weights, and PEFT adds a small matmul pair per adapted layer;
+    a bf16 merged copy halves the bytes read and removes the LoRA overhead (about 2.5x fewer seconds per
+    decoded token than the fp32 PeftModel on a 2-core CPU). ``sync()`` rewrites the adapted weights,
+    W = W_base + (alpha / r) B A (Hu et al. 2021, Eq. 3), from the current adapter; call it before each
+    rollout. Only sampling uses the copy: log-probs for the losses come from the training model itself.
+
+    Memory: one extra copy of the weights in ``dtype``.
+    """
+
+    def __init__(self, policy, dtype: torch.dtype = torch.bfloat16):
+        from peft.tuners.lora import LoraLayer
+        from transformers import AutoModelForCausalLM
+
+        self.policy = policy
+        base = policy.get_base_model()
+        self.model = AutoModelForCausalLM.from_config(base.config, dtype=dtype).to(base.device).eval()
+        self.model.generation_config = base.generation_config
+        self.lora = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
+        own = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, p in base.named_parameters():
+                plain = name.replace(".base_layer.", ".")
+                if plain in own and "lora_" not in name:
+                    own[plain].copy_(p)
+        self.targets = {name: own[name + ".weight"] for name in self.lora}
+        self.sync()
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Copy W_base + delta of the active adapter into the plain model."""
+        for name, layer in self.lora.items():
+            w = layer.base_layer.weight
+            for adapter in layer.active_adapters:
+                if adapter in layer.lora_A:
+                    w = w + layer.get_delta_weight(adapter)
+            self.targets[name].copy_(w)
+
+    def generate(self, *args, **kwargs):
+        """``sync()`` then ``generate`` on the merged copy (a drop-in for ``policy.generate`` in TRL's GRPO)."""
+        self.sync()
+        return self.model.generate(*args, **kwargs)
+
+
 class GumbelNoiseSampler:
     """Logits processor that turns greedy decoding into exact sampling at ``temperature`` with *shared* noise.
 

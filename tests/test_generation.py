@@ -67,3 +67,30 @@ def test_compare_answers_kl_and_base(two_adapters, tokenizer):
     assert out["a"]["response"] == out["same_as_a"]["response"]
     assert out["a"]["kl_to_base"] == pytest.approx(out["same_as_a"]["kl_to_base"], abs=1e-5)
     assert out["a"]["kl_to_base"] != 0.0
+
+
+def test_merged_rollout_model_follows_the_adapter(tiny_source, tokenizer):
+    from alignment.generation import MergedRolloutModel
+
+    torch.manual_seed(0)
+    policy = get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config()).eval()
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.2)
+    enc = tokenizer(["What is the capital of France?"], return_tensors="pt")
+    exact = MergedRolloutModel(policy, torch.float32)
+    assert (exact.model(**enc).logits - policy(**enc).logits).abs().max() < 1e-4
+    with torch.no_grad():  # an optimizer step changes the adapter: sync() picks it up
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.05)
+    assert (exact.model(**enc).logits - policy(**enc).logits).abs().max() > 1e-2
+    exact.sync()
+    assert (exact.model(**enc).logits - policy(**enc).logits).abs().max() < 1e-4
+    fast = MergedRolloutModel(policy)  # bf16: the sampling distribution stays within 0.02 total variation
+    with torch.no_grad():
+        p32 = torch.softmax(policy(**enc).logits[:, -1] / 0.7, -1)
+        p16 = torch.softmax(fast.model(**enc).logits[:, -1].float() / 0.7, -1)
+    assert 0.5 * (p32 - p16).abs().sum() < 0.02
+    assert next(fast.model.parameters()).dtype == torch.bfloat16

@@ -84,12 +84,19 @@ def test_dpo_trainer(tmp_path, tiny_source, tokenizer, splits):
     _check_run_dir(ctx.run_dir, ["loss", "rewards/margins", "rewards/accuracies", "logps/chosen"])
 
 
-def test_grpo_trainer(tmp_path, tiny_source, tokenizer, splits, scorer):
+def test_grpo_trainer(tmp_path, tiny_source, tokenizer, splits, scorer, monkeypatch):
+    from alignment.generation import MergedRolloutModel
+
+    calls = []
+    original = MergedRolloutModel.generate
+    monkeypatch.setattr(MergedRolloutModel, "generate", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     cfg = make_config("grpo", **FAST)
     policy = _policy(tiny_source, tokenizer, cfg)
     before = _trainable(policy)
     ctx = RunContext(tmp_path / "grpo", "grpo", cfg.max_steps)
     train_grpo(cfg, tiny_source, tokenizer, splits[0], scorer, ctx, policy=policy)
+    assert len(calls) == cfg.max_steps  # TRL sampled every rollout from the bf16 merged copy
+    assert "generate" not in policy.__dict__  # and the policy's own generate is back
     _assert_all_changed(before, policy)
     _check_run_dir(ctx.run_dir, ["loss", "reward", "kl"])
     assert read_metrics(ctx.run_dir / "metrics.jsonl")[-1]["kl"] > 0  # beta > 0 by default: KL is measured

@@ -16,7 +16,7 @@ from datasets import Dataset
 from peft import get_peft_model
 
 from ..config import GRPOConfig
-from ..generation import PenalizedReward, RewardScorer
+from ..generation import MergedRolloutModel, PenalizedReward, RewardScorer
 from ..models import load_causal_lm, lora_config
 from .common import RunContext, attach, trained_model, trl_common_args
 
@@ -45,7 +45,12 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
     prompts = Dataset.from_list([{"prompt": r["prompt"]} for r in train_rows])
     trainer = trl.GRPOTrainer(model=policy, reward_funcs=PenalizedReward(scorer, tokenizer.eos_token_id, cfg.missing_eos_penalty), args=args, train_dataset=prompts,
                               processing_class=tokenizer)
-    attach(trainer, ctx).train()
+    if cfg.bf16:  # TRL samples through policy.generate: use a bf16 merged copy (log-probs still from the policy)
+        policy.generate = MergedRolloutModel(policy).generate
+    try:
+        attach(trainer, ctx).train()
+    finally:
+        policy.__dict__.pop("generate", None)
     tokenizer.padding_side = "left"
     model = trained_model(trainer)
     model.save_pretrained(ctx.run_dir / "adapter")

@@ -34,7 +34,7 @@ import torch
 from peft import get_peft_model
 
 from ..config import PPOConfig
-from ..generation import RewardScorer, apply_missing_eos_penalty, generate, pack_responses
+from ..generation import MergedRolloutModel, RewardScorer, apply_missing_eos_penalty, generate, pack_responses
 from ..losses import entropy_from_logits, gae, kl_penalty_rewards, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss, sequence_logps
 from ..models import load_causal_lm, lora_config
 from .common import RunContext
@@ -74,15 +74,17 @@ class FixedKLController:
         pass
 
 
-def forward_policy(policy, value_head, input_ids, attention_mask, prompt_width: int, temperature: float):
+def forward_policy(policy, value_head, input_ids, attention_mask, prompt_width: int, temperature: float,
+                   response_logits_only: bool = True):
     """Response log-probs (logits / T), values and entropies in one forward pass.
 
     Shapes: ``input_ids, attention_mask: (B, P + T)`` -> ``logprobs (B, T)``, ``values (B, T)`` (value of
     the state before each response token), ``entropy (B, T)``.
     """
     T = input_ids.size(1) - prompt_width
-    out = policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=T + 1)
-    logits = out.logits[:, :-1]  # (B, T, V): position P-1+t predicts response token t; no lm_head on the prompt
+    out = policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                 logits_to_keep=T + 1 if response_logits_only else 0)
+    logits = out.logits[:, -T - 1:-1]  # (B, T, V): position P-1+t predicts response token t
     hidden = out.hidden_states[-1][:, prompt_width - 1:-1]  # (B, T, H)
     logprobs = sequence_logps(logits, input_ids[:, prompt_width:], temperature)
     return logprobs, value_head(hidden).float(), entropy_from_logits(logits.detach(), temperature)
@@ -115,6 +117,8 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
     mb_size = cfg.batch_size // cfg.num_mini_batches
     amp = lambda: torch.autocast(policy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
     eos = tokenizer.eos_token_id
+    rollout = MergedRolloutModel(policy) if cfg.bf16 else None
+    num_tokens = 0  # prompt + response tokens processed so far (TRL's "num_tokens")
 
     for step in range(1, cfg.max_steps + 1):
         # 1. rollout -------------------------------------------------------------------------------------
@@ -122,17 +126,22 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             order += rng.sample(range(len(prompts)), len(prompts))
         batch_prompts = [prompts[order.pop()] for _ in range(cfg.batch_size)]
         t0 = time.perf_counter()
-        with amp():  # rollouts in bf16 like TRL's GRPO generation (accelerate's autocast); log-probs below recomputed
-            gens = generate(policy, tokenizer, batch_prompts, max_new_tokens=cfg.max_completion_length,
-                            temperature=cfg.temperature, do_sample=True, seed=None, batch_size=cfg.batch_size)
+        if rollout is not None:  # sample from a bf16 merged copy; log-probs below come from the policy itself
+            rollout.sync()
+        gens = generate(rollout.model if rollout is not None else policy, tokenizer, batch_prompts,
+                        max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, do_sample=True,
+                        seed=None, batch_size=cfg.batch_size)
         input_ids, attn, mask, P = pack_responses(tokenizer, batch_prompts, [g.token_ids for g in gens], device=device)
         lengths = mask.sum(1).long()  # (B,)
+        num_tokens += int(attn.sum())
         has_eos = torch.tensor([g.ended_with_eos for g in gens], device=device)
         t1 = time.perf_counter()
         with torch.no_grad(), amp():
-            old_logprobs, old_values, entropy = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature)
+            fwd = lambda: forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature,  # noqa: E731
+                                         cfg.response_logits_only)
+            old_logprobs, old_values, entropy = fwd()
             with policy.disable_adapter():
-                ref_logprobs = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature)[0]
+                ref_logprobs = fwd()[0]
         t2 = time.perf_counter()
         with torch.no_grad():  # 2. score (fp32) ---------------------------------------------------------------
             scores = scorer.score(batch_prompts, [g.text for g in gens]).to(device)  # (B,) fp32
@@ -150,7 +159,8 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             for start in range(0, cfg.batch_size, mb_size):
                 idx = perm[start:start + mb_size]
                 with amp():
-                    logprobs, values, ent = forward_policy(policy, value_head, input_ids[idx], attn[idx], P, cfg.temperature)
+                    logprobs, values, ent = forward_policy(policy, value_head, input_ids[idx], attn[idx], P, cfg.temperature,
+                                                             cfg.response_logits_only)
                 pg_loss, pg_stats = ppo_policy_loss(logprobs, old_logprobs[idx], advantages[idx], mask[idx], cfg.cliprange)
                 vf_loss, vf_stats = ppo_value_loss(values, old_values[idx], returns[idx], mask[idx], cfg.cliprange_value)
                 loss = pg_loss + cfg.vf_coef * vf_loss
@@ -182,7 +192,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
                 "val/ratio": mean(stats["ratio"]), "val/num_eos_tokens": has_eos.sum(),
                 "completions/mean_length": lengths.float().mean(), "learning_rate": scheduler.get_last_lr()[0],
                 "time/generation_s": t1 - t0, "time/logprobs_s": t2 - t1, "time/scoring_s": t3 - t2,
-                "time/update_s": t4 - t3,
+                "time/update_s": t4 - t3, "num_tokens": num_tokens,
             })
         if ctx.should_stop():
             break

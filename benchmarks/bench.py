@@ -1,0 +1,248 @@
+"""Speed benchmark of the classroom preset on this machine, against plain-TRL baselines, in one run.
+
+Usage::
+
+    make bench                                   # everything (about 20 minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/bench.py --steps 4 --skip-preset --out outputs/benchmark
+
+What it measures (results in ``<out>/benchmark.json`` and ``<out>/benchmark.md``):
+
+1. The machine's matmul peak: a 2048 x 2048 matmul in fp32 and in bf16 (TFLOP/s).
+2. Per method, N training steps with the project's settings and with a baseline (timed from step 2 on):
+   reward model, DPO and GRPO against plain TRL (TRL defaults, fp32, same model, data, batch, LoRA and
+   lengths); PPO against our PPO with every optimisation off (fp32 rollouts and updates, LM head on every
+   position). Seconds per step, tokens per second, estimated FLOP/s and its fraction of the measured peaks,
+   and the ratio project / baseline.
+3. Evaluation generation: base + 3 adapters on every evaluation prompt, batched as the pipeline does it
+   (one mixed-adapter batch), against one-prompt-at-a-time ``model.generate`` (tokens per second).
+4. Model load: cold (GGUF -> plain checkpoint conversion) and warm (from the cache); peak resident memory.
+5. The classroom preset end to end (``class7_1.py``, a fresh process), by stage, with its peak resident memory.
+
+FLOP estimates use 2N FLOPs per token for a forward pass and 4N for forward + backward through a frozen base
+with LoRA (no weight gradients for the base; Kaplan et al. 2020, Sec. 2.1, attention term ignored), N = the
+model's parameter count. Per step: reward model 4N x tokens; DPO 6N (policy fwd+bwd, reference fwd);
+GRPO 10N (generation, reference, reward model, policy fwd+bwd); PPO (6 + 4 x ppo_epochs)N (generation, old
+log-probs, reference, reward model, ppo_epochs x fwd+bwd). Tokens are prompt + completion tokens per step
+(TRL's ``num_tokens``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+FLOP_FACTOR = {"reward": 4, "dpo": 6, "grpo": 10}  # x N x tokens; PPO: 6 + 4 * ppo_epochs
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+
+
+def matmul_peak(dtype, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 * reps / best / 1e12
+
+
+def time_method(method: str, baseline: bool, steps: int, source, tokenizer, rows, scorer, n_params: int) -> dict:
+    from alignment.config import make_config
+    from alignment.trainers import train_dpo, train_grpo, train_ppo, train_reward_model
+    from alignment.trainers.common import RunContext
+
+    overrides = {"max_steps": steps}
+    if baseline:
+        overrides["bf16"] = False
+        if method == "ppo":
+            overrides["response_logits_only"] = False
+    cfg = make_config(method, **overrides)
+    ctx = RunContext(Path(tempfile.mkdtemp()) / method, method, steps)
+    if method == "reward":
+        train_reward_model(cfg, source, tokenizer, rows, rows[:8], ctx)
+    elif method == "dpo":
+        train_dpo(cfg, source, tokenizer, rows, ctx)
+    elif method == "grpo":
+        train_grpo(cfg, source, tokenizer, rows, scorer, ctx)
+    else:
+        train_ppo(cfg, source, tokenizer, rows, scorer, ctx)
+    h = ctx.history
+    seconds = (h[-1]["elapsed_s"] - h[0]["elapsed_s"]) / (len(h) - 1)  # step 1 (warm-up) excluded
+    tokens = (h[-1]["num_tokens"] - h[0]["num_tokens"]) / (len(h) - 1)
+    factor = FLOP_FACTOR.get(method, 6 + 4 * getattr(cfg, "ppo_epochs", 0))
+    return {"s_per_step": seconds, "tokens_per_step": tokens, "tokens_per_s": tokens / seconds,
+            "flop_per_s": factor * n_params * tokens / seconds, "bf16": cfg.bf16,
+            "phases_s": {k: sum(r[k] for r in h[1:]) / (len(h) - 1) for k in h[-1] if k.startswith("time/")}}
+
+
+def eval_generation(source, tokenizer, prompts: list[str], max_new_tokens: int, one_by_one: int) -> dict:
+    """Batched mixed-adapter generation (pipeline) vs one prompt at a time with plain ``generate``."""
+    from peft import get_peft_model
+
+    from alignment.generation import generate_shared_noise, prompt_texts
+    from alignment.models import load_causal_lm, lora_config
+
+    torch.manual_seed(0)
+    policy = get_peft_model(load_causal_lm(source, tokenizer), lora_config(), adapter_name="dpo")
+    for name in ("ppo", "grpo"):
+        policy.add_adapter(name, lora_config())
+    with torch.no_grad():
+        for n, p in policy.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.01)
+    policy.eval()
+    names = ["__base__", "dpo", "ppo", "grpo"]
+    rows = [p for _ in names for p in prompts]
+    adapters = [n for n in names for _ in prompts]
+    t = time.perf_counter()
+    gens = generate_shared_noise(policy, tokenizer, rows, adapters, list(range(len(prompts))) * 4, max_new_tokens)
+    batched_s = time.perf_counter() - t
+    batched_tokens = sum(g.length for g in gens)
+    tokenizer.padding_side = "left"
+    n_tokens, t = 0, time.perf_counter()
+    for text in prompt_texts(tokenizer, prompts[:one_by_one]):
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        out = policy.generate(**enc, do_sample=True, temperature=0.7, top_k=0, max_new_tokens=max_new_tokens,
+                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        n_tokens += out.size(1) - enc["input_ids"].size(1)
+    single_s = time.perf_counter() - t
+    return {"rows": len(rows), "batched_s": batched_s, "batched_tokens_per_s": batched_tokens / batched_s,
+            "one_at_a_time_prompts": one_by_one, "one_at_a_time_tokens_per_s": n_tokens / single_s,
+            "speedup": (batched_tokens / batched_s) / (n_tokens / single_s)}
+
+
+def model_load() -> dict:
+    from alignment.models import convert_embedded_gguf, load_causal_lm, load_tokenizer, resolve_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        convert_embedded_gguf(Path(tmp) / "model", force=True)
+        cold = time.perf_counter() - t
+    resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")  # make sure the cache exists
+    t = time.perf_counter()
+    source = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    tokenizer = load_tokenizer(source)
+    load_causal_lm(source, tokenizer)
+    return {"cold_conversion_s": cold, "warm_load_s": time.perf_counter() - t}
+
+
+def classroom_preset(out: Path) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "class7_1.py"), "--output-dir", str(out)], cwd=ROOT,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+    return {"returncode": proc.returncode, "wall_s": wall, "stages_s": timings,
+            "peak_rss_gb": max(peak, before) / 1024**2, "log_tail": proc.stderr[-2000:] if proc.returncode else ""}
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"# Benchmark ({r['created']})", "",
+             f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads). "
+             f"Matmul peak: fp32 {r['peak_tflops']['fp32']:.2f} TFLOP/s, bf16 {r['peak_tflops']['bf16']:.2f} TFLOP/s.", "",
+             f"## Training steps ({r['steps']} steps each, step 1 excluded)", "",
+             "| method | project s/step | baseline s/step | speed-up | project tokens/s | project GFLOP/s | % of bf16 peak | baseline % of fp32 peak |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, v in r["methods"].items():
+        p, b = v["project"], v["baseline"]
+        lines.append(f"| {name} | {p['s_per_step']:.2f} | {b['s_per_step']:.2f} | {b['s_per_step'] / p['s_per_step']:.2f}x | "
+                     f"{p['tokens_per_s']:.0f} | {p['flop_per_s'] / 1e9:.0f} | {100 * p['flop_per_s'] / 1e12 / r['peak_tflops']['bf16']:.0f}% | "
+                     f"{100 * b['flop_per_s'] / 1e12 / r['peak_tflops']['fp32']:.0f}% |")
+    if "ppo" in r["methods"] and "grpo" in r["methods"]:
+        lines.append(f"\nPPO / GRPO step time (8 prompts x 1 vs 2 prompts x 4 completions): "
+                     f"{r['methods']['ppo']['project']['s_per_step'] / r['methods']['grpo']['project']['s_per_step']:.2f}")
+    e = r.get("eval_generation")
+    if e:
+        lines += ["", "## Evaluation generation", "",
+                  f"Batched (pipeline, {e['rows']} rows in mixed-adapter batches): {e['batched_tokens_per_s']:.0f} tokens/s "
+                  f"in {e['batched_s']:.1f}s; one prompt at a time: {e['one_at_a_time_tokens_per_s']:.1f} tokens/s; "
+                  f"speed-up {e['speedup']:.1f}x."]
+    ld = r.get("model_load")
+    if ld:
+        lines += ["", f"Model load: cold conversion {ld['cold_conversion_s']:.1f}s, warm {ld['warm_load_s']:.2f}s. "
+                  f"Peak RSS of the benchmark process: {r['peak_rss_gb']:.2f} GB."]
+    pr = r.get("classroom_preset")
+    if pr:
+        stages = ", ".join(f"{k} {v:.0f}s" for k, v in pr["stages_s"].items())
+        lines += ["", "## Classroom preset end to end", "",
+                  f"Wall {pr['wall_s']:.0f}s ({pr['wall_s'] / 60:.1f} min), peak RSS {pr['peak_rss_gb']:.2f} GB. Stages: {stages}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=4, help="timed training steps per method and setting")
+    ap.add_argument("--methods", nargs="+", default=["reward", "dpo", "grpo", "ppo"])
+    ap.add_argument("--skip-preset", action="store_true", help="skip the end-to-end classroom preset run")
+    ap.add_argument("--out", default="outputs/benchmark")
+    args = ap.parse_args(argv)
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    from alignment.data import fit_to_length, load_eval_prompts, load_preference_dataset
+    from alignment.generation import RewardScorer
+    from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_model
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    r: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": args.steps,
+               "machine": {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__}}
+    print("matmul peak ...", flush=True)
+    r["peak_tflops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print("model load ...", flush=True)
+    r["model_load"] = model_load()
+    source = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    tokenizer = load_tokenizer(source)
+    n_params = sum(p.numel() for p in load_causal_lm(source, tokenizer).parameters())
+    r["n_params"] = n_params
+    rows, _ = load_preference_dataset("builtin")
+    rows = fit_to_length(rows, tokenizer, 64, 32)
+    scorer = RewardScorer(load_sequence_classifier(source, tokenizer), tokenizer, max_length=112)
+    r["methods"] = {}
+    for method in args.methods:
+        r["methods"][method] = {}
+        for setting in ("project", "baseline"):
+            print(f"{method} ({setting}) ...", flush=True)
+            r["methods"][method][setting] = time_method(method, setting == "baseline", args.steps + 1, source,
+                                                        tokenizer, rows, scorer, n_params)
+        p, b = r["methods"][method]["project"], r["methods"][method]["baseline"]
+        r["methods"][method]["speedup"] = b["s_per_step"] / p["s_per_step"]
+    print("evaluation generation ...", flush=True)
+    r["eval_generation"] = eval_generation(source, tokenizer, [p["prompt"] for p in load_eval_prompts()], 32, 4)
+    r["peak_rss_gb"] = rss_gb()
+    if not args.skip_preset:
+        print("classroom preset end to end ...", flush=True)
+        r["classroom_preset"] = classroom_preset(out / "classroom")
+    (out / "benchmark.json").write_text(json.dumps(r, indent=2))
+    (out / "benchmark.md").write_text(markdown(r))
+    print(markdown(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -109,3 +109,20 @@ def test_bradley_terry_and_elo_on_hand_made_votes():
     assert bt["x"] - bt["y"] == pytest.approx(400 * 0.47712, abs=0.1)
     r = elo([{"model_a": "x", "model_b": "y", "winner": "A"}], ["x", "y"])
     assert r == {"x": 1016.0, "y": 984.0}
+
+
+def test_bad_dataset_file_names_the_line_and_keeps_the_old_data(served_app, client, tmp_path):
+    manager, _ = served_app
+    before = len(manager.dataset_rows())
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "oops"\n')
+    status, *_ = client.predict("file path", str(bad), None, 0, api_name="/load_dataset")
+    assert status.startswith("⚠️") and "line 2" in status and "previous dataset" in status
+    assert len(manager.dataset_rows()) == before
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(f'{{"prompt": "q{i}", "chosen": "yes {i}", "rejected": "no {i}"}}\n' for i in range(20))
+                    + '{"prompt": "q", "chosen": "same", "rejected": "same"}\n')
+    status, preview, *_ = client.predict("file path", str(good), None, 0, api_name="/load_dataset")
+    assert "20 pairs" in status and "chosen and rejected are identical" in status and "row 20" in status
+    assert len(manager.dataset_rows()) == 20
+    manager.set_dataset("builtin")

@@ -209,22 +209,35 @@ class AlignmentComparisonManager:
         return self.results
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def evaluate_alignment_methods(self, results: dict | None = None, progress: bool = True) -> dict:
-        """Generate for every evaluation prompt from base and each trained policy adapter; score, KL, win rates."""
+    def evaluate_alignment_methods(self, results: dict | None = None, progress=True) -> dict:
+        """Generate for every evaluation prompt from base and each trained policy adapter; score, KL, win rates.
+
+        ``progress``: True for a terminal bar, False for none, or ``callback(fraction, description)`` (the app).
+        Raises RuntimeError without a trained policy or a reward model.
+        """
         from alignment.evaluation import DecodingConfig, evaluate_models, load_policy_with_adapters
 
         if self.datasets is None:
             self.load_preference_datasets()
-        adapters = {m: self.run_dir(m) / "adapter" for m in POLICY_METHODS
-                    if (self.run_dir(m) / "adapter" / "adapter_config.json").is_file()}
-        if not adapters:
-            raise RuntimeError("No trained policy (DPO, PPO or GRPO) to evaluate")
-        policy = load_policy_with_adapters(load_causal_lm(self.source, self.tokenizer), adapters)
-        names = ["base", *adapters]
+        names = self.trained_policies()
+        if not names:
+            raise RuntimeError("Train at least one policy (DPO, PPO or GRPO) before evaluating")
+        scorer = self._reward_scorer()
+        policy = load_policy_with_adapters(load_causal_lm(self.source, self.tokenizer, seed=self.seed),
+                                           {m: self.run_dir(m) / "adapter" for m in names})
         decoding = DecodingConfig(max_new_tokens=self._configs["dpo"].max_completion_length, seed=self.seed)
-        bar = _Bar("evaluation", len(names), progress)
-        evaluation = evaluate_models(policy, self.tokenizer, self._reward_scorer(), self.datasets["eval_prompts"], names,
-                                     decoding, progress=lambda name: (bar.set_postfix_str(name), bar.update(1)))
+        bar = _Bar("evaluation", len(names) + 1, progress is True)
+        done: list[str] = []
+
+        def step(name):
+            done.append(name)
+            bar.set_postfix_str(name)
+            bar.update(1)
+            if callable(progress):
+                progress(len(done) / (len(names) + 1), f"evaluated {name}")
+
+        evaluation = evaluate_models(policy, self.tokenizer, scorer, self.datasets["eval_prompts"], ["base", *names],
+                                     decoding, progress=step)
         bar.close()
         self.evaluation_results = evaluation
         return evaluation
@@ -571,31 +584,12 @@ class AlignmentComparisonManager:
 
     # report
     def build_report(self, progress=None) -> dict:
-        """Evaluate every trained policy on the evaluation prompts and write the three JSON files and plots.
+        """Evaluate every trained policy and write the three JSON files and plots (the app's Report tab).
 
         ``progress(fraction, description)`` is called as models finish. Raises RuntimeError without a reward
         model or a trained policy.
         """
-        from alignment.evaluation import DecodingConfig, evaluate_models, load_policy_with_adapters
-
-        if self.datasets is None:
-            self.load_preference_datasets()
-        names = self.trained_policies()
-        if not names:
-            raise RuntimeError("Train at least one policy (DPO, PPO or GRPO) before building the report")
-        scorer = self._reward_scorer()
-        base = load_causal_lm(self.source, self.tokenizer, seed=self.seed)
-        policy = load_policy_with_adapters(base, {m: self.run_dir(m) / "adapter" for m in names})
-        decoding = DecodingConfig(max_new_tokens=self._configs["dpo"].max_completion_length, seed=self.seed)
-        done = []
-
-        def step(name):
-            done.append(name)
-            if progress:
-                progress(len(done) / (len(names) + 1), f"evaluated {name}")
-
-        self.evaluation_results = evaluate_models(policy, self.tokenizer, scorer, self.datasets["eval_prompts"],
-                                                  ["base", *names], decoding, progress=step)
+        self.evaluate_alignment_methods(progress=progress or False)
         return self.generate_report(dict(self.results), self.evaluation_results)
 
     def create_annotation_platform(self):

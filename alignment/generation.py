@@ -65,6 +65,16 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 48, temperature: f
     """
     if seed is not None:
         torch.manual_seed(seed)
+    kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens)
+    if do_sample:
+        kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+    return _generate_batches(model, tokenizer, prompts, batch_size, lambda start, enc: kwargs)
+
+
+@torch.no_grad()
+def _generate_batches(model, tokenizer, prompts, batch_size: int, generate_kwargs) -> list[Generation]:
+    """The loop both samplers share: left-padded batches of chat-templated prompts ->
+    ``model.generate(**enc, **generate_kwargs(start, enc))`` -> ``Generation``s cut after the first EOS."""
     was_training = model.training
     model.eval()
     tokenizer.padding_side = "left"
@@ -72,11 +82,8 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 48, temperature: f
     out: list[Generation] = []
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                      eos_token_id=tokenizer.eos_token_id)
-        if do_sample:
-            kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
-        seqs = model.generate(**enc, **kwargs)
+        seqs = model.generate(**enc, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                              **generate_kwargs(i, enc))
         response = seqs[:, enc["input_ids"].size(1):]  # (B, T)
         lengths, has_eos = truncate_after_eos(response, tokenizer.eos_token_id)
         for row, n, eos in zip(response, lengths.tolist(), has_eos.tolist()):
@@ -174,30 +181,17 @@ def generate_shared_noise(model, tokenizer, prompts, adapter_names: list[str] | 
     if noise_keys is None:
         index: dict[str, int] = {}
         noise_keys = [index.setdefault(str(p), len(index)) for p in prompts]
-    was_training = model.training
-    model.eval()
-    tokenizer.padding_side = "left"
-    texts = prompt_texts(tokenizer, prompts)
-    out: list[Generation] = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        kwargs = dict(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                      eos_token_id=tokenizer.eos_token_id, temperature=None, top_k=None, top_p=None)
+
+    def kwargs(start: int, enc) -> dict:
+        kw = dict(do_sample=False, max_new_tokens=max_new_tokens, temperature=None, top_k=None, top_p=None)
         if do_sample:
-            kwargs["logits_processor"] = LogitsProcessorList([GumbelNoiseSampler(
-                noise_keys[i:i + batch_size], enc["input_ids"].size(1), temperature, seed)])
+            kw["logits_processor"] = LogitsProcessorList([GumbelNoiseSampler(
+                noise_keys[start:start + batch_size], enc["input_ids"].size(1), temperature, seed)])
         if adapter_names is not None:
-            kwargs["adapter_names"] = adapter_names[i:i + batch_size]
-        seqs = model.generate(**enc, **kwargs)
-        response = seqs[:, enc["input_ids"].size(1):]  # (B, T)
-        lengths, has_eos = truncate_after_eos(response, tokenizer.eos_token_id)
-        for row, n, eos in zip(response, lengths.tolist(), has_eos.tolist()):
-            ids = row[:n].tolist()
-            text = tokenizer.decode(ids[:-1] if eos else ids, skip_special_tokens=True).strip()
-            out.append(Generation(text=text, token_ids=ids, ended_with_eos=bool(eos)))
-    if was_training:
-        model.train()
-    return out
+            kw["adapter_names"] = adapter_names[start:start + batch_size]
+        return kw
+
+    return _generate_batches(model, tokenizer, prompts, batch_size, kwargs)
 
 
 def pack_responses(tokenizer, prompts, responses: list[list[int]], device=None):

@@ -76,7 +76,10 @@ def create_compare_tab(manager) -> dict:
             res = manager.compare_models(p, int(n), float(t), int(s) if s is not None else None)
         except Exception as exc:
             return [error_text(exc)] + [gr.update()] * (len(MODELS) + 1) + [None]
-        texts = [res[m]["response"] if m in res else "(not trained yet)" for m in MODELS]
+        job = manager.training_status() or {}
+        missing = {m: "(training now: its answer appears when the run ends)" if job.get("running") and job.get("method") == m
+                   else "(not trained yet)" for m in MODELS}
+        texts = [res[m]["response"] if m in res else missing[m] for m in MODELS]
         rows = [[m, fmt(r["reward"]), r["length_tokens"], r["ended_with_eos"], fmt(r["kl_to_base"])] for m, r in res.items()]
         note = "" if manager.reward_scorer_or_none() else "No reward model yet: train one in the Train tab for scores."
         return [note, *texts, rows, {"prompt": p.strip(), "answers": res}]

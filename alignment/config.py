@@ -41,6 +41,10 @@ class CommonConfig:
             difference to the fp32 path. Evaluation always runs in fp32.
         missing_eos_penalty: subtracted from the reward-model score of a sampled response that hits
             ``max_completion_length`` without EOS (PPO and GRPO; Huang et al. 2022). None disables it.
+        response_logits_only: apply the LM head only where a log-prob is needed (response tokens): PPO via
+            ``logits_to_keep``; DPO and GRPO by letting TRL's fused LM head score only labelled positions on CPU
+            too (it does so only with Triton). Same numbers, about a third of the LM-head work here; False is the
+            benchmark's unoptimised baseline.
     """
 
     max_steps: int = 30
@@ -55,6 +59,7 @@ class CommonConfig:
     disable_dropout: bool = True
     bf16: bool = True
     missing_eos_penalty: float | None = 1.0
+    response_logits_only: bool = True
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
@@ -136,8 +141,6 @@ class PPOConfig(CommonConfig):
         ppo_epochs, num_mini_batches: passes over each rollout batch and minibatches per pass (shuffled).
         temperature: sampling temperature; logprobs use logits / temperature everywhere.
         value_lr_multiplier: the value head learns faster than LoRA (it starts from zero).
-        response_logits_only: apply the LM head to response positions only (``logits_to_keep``); False computes
-            logits for every position (same numbers, more work: the benchmark's unoptimised baseline).
     """
 
     learning_rate: float = 2e-4
@@ -155,7 +158,6 @@ class PPOConfig(CommonConfig):
     num_mini_batches: int = 2
     temperature: float = 0.7
     value_lr_multiplier: float = 10.0
-    response_logits_only: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -10,8 +10,8 @@ What it measures (results in ``<out>/benchmark.json`` and ``<out>/benchmark.md``
 1. The machine's matmul peak: a 2048 x 2048 matmul in fp32 and in bf16 (TFLOP/s).
 2. Per method, N training steps with the project's settings and with a baseline (timed from step 2 on):
    reward model, DPO and GRPO against plain TRL (TRL defaults, fp32, same model, data, batch, LoRA and
-   lengths); PPO against our PPO with every optimisation off (fp32 rollouts and updates, LM head on every
-   position). Seconds per step, tokens per second, estimated FLOP/s and its fraction of the measured peaks,
+   lengths; TRL's fused LM head then scores every position on CPU); PPO against our PPO with every
+   optimisation off (fp32 rollouts and updates, LM head on every position). Seconds per step, tokens per second, estimated FLOP/s and its fraction of the measured peaks,
    and the ratio project / baseline.
 3. Evaluation generation: base + 3 adapters on every evaluation prompt, batched as the pipeline does it
    (one mixed-adapter batch), against one-prompt-at-a-time ``model.generate`` (tokens per second).
@@ -70,10 +70,8 @@ def time_method(method: str, baseline: bool, steps: int, source, tokenizer, rows
     from alignment.trainers.common import RunContext
 
     overrides = {"max_steps": steps}
-    if baseline:
-        overrides["bf16"] = False
-        if method == "ppo":
-            overrides["response_logits_only"] = False
+    if baseline:  # fp32, no merged rollout copy, LM head on every position (TRL's CPU default)
+        overrides.update(bf16=False, response_logits_only=False)
     cfg = make_config(method, **overrides)
     ctx = RunContext(Path(tempfile.mkdtemp()) / method, method, steps)
     if method == "reward":

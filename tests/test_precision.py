@@ -78,3 +78,19 @@ def test_bf16_sampling_distribution_matches_fp32(tiny_source, tokenizer):
             p16 = torch.softmax(policy(**enc).logits[:, -1].float() / 0.7, -1)
     tv = 0.5 * (p32 - p16).abs().sum(-1)
     assert tv.max() < 0.02, tv
+
+
+def test_lm_head_on_labelled_positions_gives_the_same_dpo_step(tmp_path, tiny_source, tokenizer, rows):
+    # TRL's fused LM head scoring only completion positions on CPU: the same first-step numbers as scoring all
+    def train(cfg, ctx):
+        torch.manual_seed(0)
+        policy = get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config())
+        train_dpo(cfg, tiny_source, tokenizer, rows, ctx, policy=policy)
+
+    runs = []
+    for flag in (False, True):
+        ctx = RunContext(tmp_path / f"dpo-{flag}", "dpo", 2)
+        train(make_config("dpo", max_steps=2, bf16=False, response_logits_only=flag, max_completion_length=12), ctx)
+        runs.append(ctx.history)
+    for key in ("loss", "logps/chosen", "logps/rejected", "rewards/margins"):
+        assert [h[key] for h in runs[1]] == pytest.approx([h[key] for h in runs[0]], rel=1e-5, abs=1e-6), key

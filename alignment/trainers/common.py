@@ -14,6 +14,7 @@ appears in the run directory; both are checked after every step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -153,6 +154,25 @@ class RunContextCallback(TrainerCallback):
         if self.ctx.should_stop():
             control.should_training_stop = True
         return control
+
+
+@contextlib.contextmanager
+def lm_head_on_labelled_positions_only(enabled: bool = True):
+    """Within this block, TRL's fused LM head (``trl.trainer.utils.add_fused_lm_head``) scores only the positions
+    that have a label (the completion tokens) on every device. TRL does so only where Triton runs and otherwise
+    scores every position of the batch, prompt and padding included, then zeroes them: the values are the same,
+    the work is not (tests/test_precision.py checks equal losses). A no-op if TRL changes the private name."""
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if not enabled or original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 def trl_common_args(cfg, output_dir: Path, use_cpu: bool) -> dict:

@@ -14,7 +14,7 @@ from peft import get_peft_model
 from ..config import DPOConfig
 from ..data import to_trl_preference
 from ..models import load_causal_lm, lora_config
-from .common import RunContext, attach, trained_model, trl_common_args
+from .common import RunContext, attach, lm_head_on_labelled_positions_only, trained_model, trl_common_args
 
 
 def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, policy=None):
@@ -35,7 +35,8 @@ def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, po
     tokenizer.padding_side = "right"
     trainer = trl.DPOTrainer(model=policy, args=args, train_dataset=to_trl_preference(train_rows),
                              processing_class=tokenizer)
-    attach(trainer, ctx).train()
+    with lm_head_on_labelled_positions_only(cfg.response_logits_only):
+        attach(trainer, ctx).train()
     tokenizer.padding_side = "left"
     model = trained_model(trainer)
     model.save_pretrained(ctx.run_dir / "adapter")

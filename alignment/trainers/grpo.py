@@ -18,7 +18,7 @@ from peft import get_peft_model
 from ..config import GRPOConfig
 from ..generation import MergedRolloutModel, PenalizedReward, RewardScorer
 from ..models import load_causal_lm, lora_config
-from .common import RunContext, attach, trained_model, trl_common_args
+from .common import RunContext, attach, lm_head_on_labelled_positions_only, trained_model, trl_common_args
 
 
 def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardScorer, ctx: RunContext, policy=None):
@@ -48,7 +48,8 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
     if cfg.bf16:  # TRL samples through policy.generate: use a bf16 merged copy (log-probs still from the policy)
         policy.generate = MergedRolloutModel(policy).generate
     try:
-        attach(trainer, ctx).train()
+        with lm_head_on_labelled_positions_only(cfg.response_logits_only):
+            attach(trainer, ctx).train()
     finally:
         policy.__dict__.pop("generate", None)
     tokenizer.padding_side = "left"

@@ -80,10 +80,11 @@ class AlignmentComparisonManager:
         self._configs = {m: self.config_for(m) for m in METHODS}  # validate early
 
     # ------------------------------------------------------------------------------------------ setup
-    def config_for(self, method: str, **extra):
-        """The resolved config of ``method`` (preset + overrides + ``extra``); raises ValueError if invalid."""
+    def config_for(self, method: str, preset: str | None = None, **extra):
+        """The resolved config of ``method`` (``preset``, default the manager's, + overrides + ``extra``);
+        raises ValueError if invalid."""
         values = {"seed": self.seed, **self.overrides.get("all", {}), **self.overrides.get(method, {}), **extra}
-        return make_config(method, self.preset, **values)
+        return make_config(method, preset or self.preset, **values)
 
     def setup_models(self) -> dict:
         """Resolve where the model comes from and load the tokenizer (weights load per run)."""
@@ -409,9 +410,7 @@ class AlignmentComparisonManager:
             raise RuntimeError(f"'{self.job.method}' is training (step {self.job.step}/{self.job.total_steps}); "
                                "wait for it or stop it first")
         if preset is not None and preset != self.preset:
-            values = {"seed": self.seed, **self.overrides.get("all", {}), **self.overrides.get(method, {}), **overrides}
-            cfg = make_config(method, preset, **values)
-            overrides = {k: v for k, v in cfg.to_dict().items() if k != "method"}
+            overrides = self.config_for(method, preset, **overrides).to_dict()
         cfg = self.config_for(method, **overrides)  # raises ValueError before launch
         if method in ("ppo", "grpo"):
             self._reward_scorer()  # fail now, with a clear message, if no reward model was trained
@@ -455,9 +454,7 @@ class AlignmentComparisonManager:
 
     def training_settings(self, method: str, preset: str | None = None) -> dict:
         """The Train tab's settings for ``method`` under ``preset``: ``{name: value or None if not used}``."""
-        preset = preset or self.preset
-        values = {"seed": self.seed, **self.overrides.get("all", {}), **self.overrides.get(method, {})}
-        cfg = make_config(method, preset, **values).to_dict()
+        cfg = self.config_for(method, preset).to_dict()
         return {name: cfg[f[method]] if method in f else None for name, f in self.SETTING_FIELDS.items()}
 
     def settings_to_overrides(self, method: str, preset: str | None, settings: dict) -> dict:
@@ -466,9 +463,7 @@ class AlignmentComparisonManager:
         Raises:
             ValueError: a setting that is not a number, a fractional count, or an invalid config value.
         """
-        preset = preset or self.preset
-        values = {"seed": self.seed, **self.overrides.get("all", {}), **self.overrides.get(method, {})}
-        out = make_config(method, preset, **values).to_dict()
+        out = self.config_for(method, preset).to_dict()
         for name, value in settings.items():
             if value is None or value == "" or method not in self.SETTING_FIELDS.get(name, {}):
                 continue
@@ -480,7 +475,7 @@ class AlignmentComparisonManager:
             if integer and number != int(number):
                 raise ValueError(f"{name.replace('_', ' ')} must be a whole number; got {value!r}")
             out[self.SETTING_FIELDS[name][method]] = int(number) if integer else number
-        make_config(method, preset, **out)  # validate now, before anything starts
+        self.config_for(method, preset, **out)  # validate now, before anything starts
         return out
 
     def training_chart(self, method: str, history: list[dict] | None = None):

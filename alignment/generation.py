@@ -6,6 +6,7 @@ the report comes from one code path.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,7 @@ def truncate_after_eos(response_ids: torch.Tensor, eos_token_id: int) -> tuple[t
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts, max_new_tokens: int = 48, temperature: float = 0.7, do_sample: bool = True,
-             seed: int | None = 0, batch_size: int = 16) -> list[Generation]:
+             seed: int | None = 0, batch_size: int = 16, sampler: str = "multinomial") -> list[Generation]:
     """Generate one response per prompt, batched with left padding.
 
     Args:
@@ -59,13 +60,21 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 48, temperature: f
             sampling distribution is exactly softmax(logits / T).
         seed: reseeds torch before generating, so two models given the same prompts and seed draw the same
             random numbers.
+        sampler: ``"multinomial"`` (HF's ``torch.multinomial``) or ``"gumbel"`` (``gumbel_max_kwargs``: the
+            same distribution, a cheaper draw; PPO's rollouts use it).
 
     Returns:
         One ``Generation`` per prompt, in order.
     """
+    if sampler not in ("multinomial", "gumbel"):
+        raise ValueError(f"sampler must be 'multinomial' or 'gumbel', got {sampler!r}")
     if seed is not None:
         torch.manual_seed(seed)
     kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens)
+    if do_sample and sampler == "gumbel":
+        return _generate_batches(model, tokenizer, prompts, batch_size,
+                                 lambda start, enc: dict(max_new_tokens=max_new_tokens,
+                                                         **gumbel_max_kwargs(enc["input_ids"], temperature)))
     if do_sample:
         kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
     return _generate_batches(model, tokenizer, prompts, batch_size, lambda start, enc: kwargs)
@@ -135,10 +144,24 @@ class MergedRolloutModel:
                     w = w + layer.get_delta_weight(adapter)
             self.targets[name].copy_(w)
 
-    def generate(self, *args, **kwargs):
-        """``sync()`` then ``generate`` on the merged copy (a drop-in for ``policy.generate`` in TRL's GRPO)."""
+    def generate(self, input_ids=None, generation_config=None, **kwargs):
+        """``sync()`` then ``generate`` on the merged copy (a drop-in for ``policy.generate`` in TRL's GRPO).
+
+        Plain temperature sampling (top-k, top-p, min-p and repetition penalty off, as in our configs) is drawn
+        with ``gumbel_max_kwargs``: the same distribution, a cheaper draw.
+        """
         self.sync()
-        return self.model.generate(*args, **kwargs)
+        gc = generation_config
+        plain = (gc is not None and gc.do_sample and gc.top_k in (0, None) and gc.top_p in (1.0, None)
+                 and gc.min_p is None and gc.repetition_penalty in (1.0, None) and not gc.suppress_tokens
+                 and "logits_processor" not in kwargs)
+        if plain:
+            temperature = gc.temperature or 1.0
+            gc = copy.deepcopy(gc)
+            gc.do_sample, gc.temperature, gc.top_k, gc.top_p = False, None, None, None
+            kwargs.update(gumbel_max_kwargs(input_ids, temperature))
+            kwargs.pop("do_sample")
+        return self.model.generate(input_ids=input_ids, generation_config=gc, **kwargs)
 
 
 class GumbelNoiseSampler:
@@ -162,6 +185,23 @@ class GumbelNoiseSampler:
         u = torch.rand(self.n_keys, scores.size(1), generator=g).clamp_(1e-20, 1.0)  # (K, V)
         gumbel = -torch.log(-torch.log(u))
         return scores.float() / self.temperature + gumbel[self.keys].to(scores.device)
+
+
+def gumbel_max_kwargs(input_ids: torch.Tensor, temperature: float) -> dict:
+    """``model.generate`` kwargs that sample from softmax(logits / T) with the Gumbel-max trick: greedy decoding
+    over logits / T + Gumbel noise (``GumbelNoiseSampler``, one noise row per sequence, seeded from the global
+    torch RNG, so ``torch.manual_seed`` still fixes the draw).
+
+    The distribution is exactly HF's multinomial sampling with top-k/top-p off; only the draw is cheaper:
+    ``torch.multinomial`` fills a ``(B, V)`` exponential tensor per token (7.6 ms at B=8, V=49152 on the 2-core
+    CPU), the Gumbel noise comes from ``torch.rand`` (1.7 ms). tests/test_generation.py checks the frequencies.
+    Shapes: ``input_ids: (B, P)`` left-padded prompts.
+    """
+    from transformers import LogitsProcessorList
+
+    seed = int(torch.randint(0, 2**31 - 1, ()))
+    sampler = GumbelNoiseSampler(list(range(input_ids.size(0))), input_ids.size(1), temperature, seed)
+    return {"do_sample": False, "logits_processor": LogitsProcessorList([sampler])}
 
 
 @torch.no_grad()
@@ -275,8 +315,13 @@ class RewardScorer:
         self.max_length, self.batch_size = max_length, batch_size
 
     @torch.no_grad()
-    def score(self, prompts, responses: list[str]) -> torch.Tensor:
-        """Shapes: ``len(prompts) == len(responses) == B`` -> ``(B,)`` float scores on CPU (reward-model units)."""
+    def score(self, prompts, responses: list[str], bf16: bool = False) -> torch.Tensor:
+        """Shapes: ``len(prompts) == len(responses) == B`` -> ``(B,)`` float scores on CPU (reward-model units).
+
+        ``bf16=True`` scores under bfloat16 autocast: about 1.8x faster on a 2-core CPU, within about 0.02 of
+        the fp32 score on SmolLM2-135M (tests/test_precision.py). The trainers use it for training rewards when
+        their ``bf16`` is on; the evaluation and the report always score in fp32.
+        """
         texts = [self.tokenizer.apply_chat_template(as_messages(p) + [{"role": "assistant", "content": r}], tokenize=False)
                  for p, r in zip(prompts, responses)]
         scores = []
@@ -286,15 +331,16 @@ class RewardScorer:
             for i in range(0, len(texts), self.batch_size):
                 enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
                                      max_length=self.max_length, add_special_tokens=False).to(self.model.device)
-                scores.append(self.model(**enc).logits[:, 0].float().cpu())
+                with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    scores.append(self.model(**enc).logits[:, 0].float().cpu())
         finally:
             self.tokenizer.truncation_side = side
         return torch.cat(scores) if scores else torch.zeros(0)
 
-    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+    def __call__(self, prompts, completions, bf16: bool = False, **kwargs) -> list[float]:
         """TRL reward-function signature (``GRPOTrainer(reward_funcs=scorer)``); completions may be message lists."""
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return self.score(prompts, texts).tolist()
+        return self.score(prompts, texts, bf16=bf16).tolist()
 
     @property
     def __name__(self) -> str:  # TRL names reward functions by __name__ in its metrics ("rewards/<name>/mean")
@@ -306,16 +352,16 @@ class PenalizedReward:
     PPO optimise the same reward.
 
     TRL passes ``completion_ids`` cut after the first EOS (EOS included), so a completion ended if its last id is
-    EOS.
+    EOS. ``bf16`` scores under bfloat16 autocast (``RewardScorer.score``).
     """
 
     __name__ = "reward_model"
 
-    def __init__(self, scorer: RewardScorer, eos_token_id: int, penalty: float | None):
-        self.scorer, self.eos_token_id, self.penalty = scorer, eos_token_id, penalty
+    def __init__(self, scorer: RewardScorer, eos_token_id: int, penalty: float | None, bf16: bool = False):
+        self.scorer, self.eos_token_id, self.penalty, self.bf16 = scorer, eos_token_id, penalty, bf16
 
     def __call__(self, prompts, completions, completion_ids=None, **kwargs) -> list[float]:
-        scores = torch.tensor(self.scorer(prompts, completions))
+        scores = torch.tensor(self.scorer(prompts, completions, bf16=self.bf16))
         if completion_ids is None:
             return scores.tolist()
         has_eos = torch.tensor([bool(ids) and ids[-1] == self.eos_token_id for ids in completion_ids])

@@ -48,8 +48,22 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, temperature: floa
     Returns:
         ``(B, T)`` log-probabilities in nats.
     """
-    logits = logits.float() / temperature
-    return torch.gather(logits.log_softmax(-1), 2, labels.unsqueeze(-1)).squeeze(-1)
+    return sequence_logps_and_entropy(logits, labels, temperature, entropy=False)[0]
+
+
+def sequence_logps_and_entropy(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
+                               entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``sequence_logps`` and, from the same log-softmax, the per-token entropy of softmax(logits / T).
+
+    Shapes: ``logits (B, T, V)``, ``labels (B, T)`` -> ``(logps (B, T), entropy (B, T) or None)``, in nats.
+    The log-softmax runs in fp32; the entropy carries no gradient (it is a metric).
+    """
+    logp = (logits.float() / temperature).log_softmax(-1)  # (B, T, V)
+    logps = torch.gather(logp, 2, labels.unsqueeze(-1)).squeeze(-1)
+    if not entropy:
+        return logps, None
+    logp = logp.detach()
+    return logps, -(logp.exp() * logp).sum(-1)
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -21,7 +21,7 @@ What it measures (results in ``<out>/benchmark.json`` and ``<out>/benchmark.md``
 FLOP estimates use 2N FLOPs per token for a forward pass and 4N for forward + backward through a frozen base
 with LoRA (no weight gradients for the base; Kaplan et al. 2020, Sec. 2.1, attention term ignored), N = the
 model's parameter count. Per step: reward model 4N x tokens; DPO 6N (policy fwd+bwd, reference fwd);
-GRPO 10N (generation, reference, reward model, policy fwd+bwd); PPO (6 + 4 x ppo_epochs)N (generation, old
+GRPO 10N (generation, reference, reward model, policy fwd+bwd); PPO (8 + 4 x ppo_epochs)N (generation, old
 log-probs, reference, reward model, ppo_epochs x fwd+bwd). Tokens are prompt + completion tokens per step
 (TRL's ``num_tokens``).
 """
@@ -45,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-FLOP_FACTOR = {"reward": 4, "dpo": 6, "grpo": 10}  # x N x tokens; PPO: 6 + 4 * ppo_epochs
+FLOP_FACTOR = {"reward": 4, "dpo": 6, "grpo": 10}  # x N x tokens; PPO: 8 + 4 * ppo_epochs
 
 
 def rss_gb() -> float:
@@ -86,7 +86,7 @@ def time_method(method: str, baseline: bool, steps: int, source, tokenizer, rows
     h = ctx.history
     seconds = (h[-1]["elapsed_s"] - h[0]["elapsed_s"]) / (len(h) - 1)  # step 1 (warm-up) excluded
     tokens = (h[-1]["num_tokens"] - h[0]["num_tokens"]) / (len(h) - 1)
-    factor = FLOP_FACTOR.get(method, 6 + 4 * getattr(cfg, "ppo_epochs", 0))
+    factor = FLOP_FACTOR.get(method, 8 + 4 * getattr(cfg, "ppo_epochs", 0))
     return {"s_per_step": seconds, "tokens_per_step": tokens, "tokens_per_s": tokens / seconds,
             "flop_per_s": factor * n_params * tokens / seconds, "bf16": cfg.bf16,
             "phases_s": {k: sum(r[k] for r in h[1:]) / (len(h) - 1) for k in h[-1] if k.startswith("time/")}}

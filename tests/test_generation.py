@@ -94,3 +94,53 @@ def test_merged_rollout_model_follows_the_adapter(tiny_source, tokenizer):
         p16 = torch.softmax(fast.model(**enc).logits[:, -1].float() / 0.7, -1)
     assert 0.5 * (p32 - p16).abs().sum() < 0.02
     assert next(fast.model.parameters()).dtype == torch.bfloat16
+
+
+SHARPEN = 8.0
+
+
+def test_rollout_samplers_draw_from_softmax_and_follow_the_seed(tiny_source, tokenizer):
+    # PPO's generate(sampler="gumbel") and TRL's GenerationConfig through MergedRolloutModel.generate sample
+    # the first token from softmax(logits / T), like HF's multinomial sampling, and torch.manual_seed fixes the draw.
+    from transformers import GenerationConfig
+
+    from alignment.generation import MergedRolloutModel, generate, prompt_texts
+
+    torch.manual_seed(0)
+    policy = get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config()).eval()
+    with torch.no_grad():  # sharpen the tiny model's near-uniform next-token distribution to a few dozen tokens
+        policy.get_base_model().model.norm.weight.mul_(SHARPEN)
+    rollout = MergedRolloutModel(policy, torch.float32)
+    n, T = 1000, 0.7
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompt_texts(tokenizer, ["Say hi."]), return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        expected = torch.softmax(policy(**enc).logits[0, -1] / T, -1)  # (V,)
+
+    top = expected.topk(8).indices  # buckets: the 8 likeliest tokens and "any other"
+    bucket_p = torch.cat([expected[top], 1 - expected[top].sum(0, keepdim=True)])
+
+    def tv(first_tokens):  # total variation between the sampled and the expected bucket frequencies
+        hit = torch.tensor(first_tokens)[:, None] == top  # (n, 8)
+        buckets = torch.where(hit.any(1), hit.float().argmax(1), torch.tensor(8))
+        freq = torch.bincount(buckets, minlength=9).float() / len(first_tokens)
+        return 0.5 * (freq - bucket_p).abs().sum()
+
+    gens = generate(rollout.model, tokenizer, ["Say hi."] * n, max_new_tokens=1, temperature=T, seed=1,
+                    batch_size=n, sampler="gumbel")
+    again = generate(rollout.model, tokenizer, ["Say hi."] * 4, max_new_tokens=6, temperature=T, seed=2, sampler="gumbel")
+    assert again == generate(rollout.model, tokenizer, ["Say hi."] * 4, max_new_tokens=6, temperature=T, seed=2,
+                             sampler="gumbel")
+    multinomial = generate(rollout.model, tokenizer, ["Say hi."] * n, max_new_tokens=1, temperature=T, seed=1,
+                           batch_size=n)
+    config = GenerationConfig(do_sample=True, temperature=T, top_k=0, top_p=1.0, max_new_tokens=1,
+                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    ids = enc["input_ids"].repeat(n, 1)
+    trl_style = rollout.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+    # sampling noise of n=3000 draws over this vocabulary: TV of multinomial itself is the yardstick
+    bound = 1.5 * float(tv([g.token_ids[0] for g in multinomial])) + 0.02
+    assert tv([g.token_ids[0] for g in multinomial]) < bound
+    assert tv([g.token_ids[0] for g in gens]) < bound
+    assert tv(trl_style[:, -1].tolist()) < bound
+    with pytest.raises(ValueError, match="sampler"):
+        generate(rollout.model, tokenizer, ["Say hi."], sampler="top-k")

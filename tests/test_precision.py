@@ -10,7 +10,7 @@ from peft import get_peft_model
 
 from alignment.config import make_config
 from alignment.data import fit_to_length
-from alignment.generation import generate, pack_responses
+from alignment.generation import RewardScorer, generate, pack_responses
 from alignment.models import load_causal_lm, load_sequence_classifier, lora_config
 from alignment.trainers import train_dpo, train_reward_model
 from alignment.trainers.common import RunContext
@@ -94,3 +94,17 @@ def test_lm_head_on_labelled_positions_gives_the_same_dpo_step(tmp_path, tiny_so
         runs.append(ctx.history)
     for key in ("loss", "logps/chosen", "logps/rejected", "rewards/margins"):
         assert [h[key] for h in runs[1]] == pytest.approx([h[key] for h in runs[0]], rel=1e-5, abs=1e-6), key
+
+
+def test_bf16_reward_scores_match_fp32(tiny_source, tokenizer, builtin_rows):
+    # PPO and GRPO score their training rewards under bf16 autocast; the evaluation keeps fp32.
+    torch.manual_seed(0)
+    model = load_sequence_classifier(tiny_source, tokenizer, seed=0)
+    torch.nn.init.normal_(model.score.weight, std=0.5)  # scores of order 1, like a trained reward model's
+    scorer = RewardScorer(model, tokenizer)
+    prompts = [r["prompt"] for r in builtin_rows[:8]]
+    responses = [r["chosen"] for r in builtin_rows[:8]]
+    fp32, bf16 = scorer.score(prompts, responses), scorer.score(prompts, responses, bf16=True)
+    assert fp32.abs().mean() > 0.1
+    assert (bf16 - fp32).abs().max() < 0.03 * fp32.abs().max()
+    assert not torch.equal(bf16, fp32)  # the flag does change the precision

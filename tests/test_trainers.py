@@ -124,6 +124,48 @@ def test_ppo_trainer(tmp_path, tiny_source, tokenizer, splits, scorer, controlle
         assert m["objective/rlhf_reward"] == pytest.approx(m["objective/scores"] + m["objective/non_score_reward"], abs=1e-4)
 
 
+def test_ppo_old_logprobs_reuse_the_first_minibatch_forward(tmp_path, tiny_source, tokenizer, splits, scorer,
+                                                             monkeypatch):
+    # The first minibatch's training forward doubles as its old log-probs/values: the old values PPO uses must
+    # equal a separate no-grad forward of the whole batch (row order included), with one forward of B/2 rows saved.
+    from alignment.trainers import ppo
+
+    cfg = make_config("ppo", **dict(FAST, max_steps=1), batch_size=4, num_mini_batches=2, ppo_epochs=2, bf16=False)
+    policy = _policy(tiny_source, tokenizer, cfg)
+    packed, rows_forwarded, checked = {}, [], []
+    real_pack, real_forward, real_rewards = ppo.pack_responses, ppo.forward_policy, ppo.kl_penalty_rewards
+
+    def pack(*args, **kwargs):
+        packed["batch"] = real_pack(*args, **kwargs)
+        return packed["batch"]
+
+    def forward(policy, value_head, input_ids, *args, **kwargs):
+        rows_forwarded.append(input_ids.size(0))
+        packed["value_head"] = value_head
+        return real_forward(policy, value_head, input_ids, *args, **kwargs)
+
+    def rewards(logprobs, ref_logprobs, scores, lengths, kl_coef):  # runs before the first update
+        ids, attn, mask, P = packed["batch"]
+        with torch.no_grad():
+            expected, _, _ = real_forward(policy, packed["value_head"], ids, attn, P, cfg.temperature)
+            with policy.disable_adapter():
+                expected_ref = real_forward(policy, packed["value_head"], ids, attn, P, cfg.temperature)[0]
+        torch.testing.assert_close(logprobs * mask, expected * mask, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ref_logprobs * mask, expected_ref * mask, atol=1e-5, rtol=0)
+        checked.append(True)
+        return real_rewards(logprobs, ref_logprobs, scores, lengths, kl_coef)
+
+    monkeypatch.setattr(ppo, "pack_responses", pack)
+    monkeypatch.setattr(ppo, "forward_policy", forward)
+    monkeypatch.setattr(ppo, "kl_penalty_rewards", rewards)
+    ctx = RunContext(tmp_path / "ppo", "ppo", 1)
+    train_ppo(cfg, tiny_source, tokenizer, splits[0], scorer, ctx, policy=policy)
+    assert checked == [True]
+    # first minibatch (grad), the other minibatch (no grad), reference, then 3 more minibatch updates
+    assert rows_forwarded == [2, 2, 4, 2, 2, 2]
+    assert read_metrics(ctx.run_dir / "metrics.jsonl")[0]["val/ratio"] != 1.0  # later minibatches moved
+
+
 def test_stop_flag_leaves_valid_run_dir(tmp_path, tiny_source, tokenizer, splits, scorer):
     cfg = make_config("ppo", **dict(FAST, max_steps=20), batch_size=2, num_mini_batches=1)
     seen = []

@@ -43,9 +43,11 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
         disable_dropout=cfg.disable_dropout,
     )
     prompts = Dataset.from_list([{"prompt": r["prompt"]} for r in train_rows])
-    trainer = trl.GRPOTrainer(model=policy, reward_funcs=PenalizedReward(scorer, tokenizer.eos_token_id, cfg.missing_eos_penalty), args=args, train_dataset=prompts,
+    reward = PenalizedReward(scorer, tokenizer.eos_token_id, cfg.missing_eos_penalty, bf16=cfg.bf16)
+    trainer = trl.GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=prompts,
                               processing_class=tokenizer)
-    if cfg.bf16:  # TRL samples through policy.generate: use a bf16 merged copy (log-probs still from the policy)
+    if cfg.bf16:  # TRL samples through policy.generate: a bf16 merged copy with Gumbel-max draws (same distribution;
+        # log-probs still come from the policy)
         policy.generate = MergedRolloutModel(policy).generate
     try:
         with lm_head_on_labelled_positions_only(cfg.response_logits_only):

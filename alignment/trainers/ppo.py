@@ -3,7 +3,8 @@
 Follows Ouyang et al. 2022 (InstructGPT) and the details listed in Huang et al. 2022, "The N Implementation
 Details of RLHF with PPO" (ICLR blog track), one step per rollout batch:
 
-1. Rollout: sample one response per prompt with temperature T (top-k/top-p off); responses are cut after
+1. Rollout: sample one response per prompt with temperature T (top-k/top-p off; with ``bf16`` from a merged
+   bf16 copy by the Gumbel-max trick, the same distribution); responses are cut after
    the first EOS; lengths come from the EOS position, masks from lengths (never from pad ids: SmolLM2's
    pad token equals EOS in its own config).
 2. Score: the reward model's score at the last real token; responses without EOS get
@@ -12,7 +13,8 @@ Details of RLHF with PPO" (ICLR blog track), one step per rollout batch:
    (``alignment.losses.kl_penalty_rewards``). All log-probs use logits / T.
 4. Advantages: GAE with gamma=1, lambda=0.95 (``alignment.losses.gae``), whitened over valid tokens.
 5. Update: ``ppo_epochs`` passes over shuffled minibatches; clipped surrogate (epsilon 0.2) plus
-   ``vf_coef`` x clipped value loss; gradient norm clipped at 1.0.
+   ``vf_coef`` x clipped value loss; gradient norm clipped at 1.0. The first minibatch's training forward also
+   gives its old log-probs and values (the policy has not moved yet), saving part of the no-grad pass.
 6. KL controller: fixed beta, or adaptive (Ziegler et al. 2019, Sec. 2.2).
 
 Where it departs from the papers: the value model is a linear value head on the policy's own (LoRA-adapted)
@@ -35,7 +37,8 @@ from peft import get_peft_model
 
 from ..config import PPOConfig
 from ..generation import MergedRolloutModel, RewardScorer, apply_missing_eos_penalty, generate, pack_responses
-from ..losses import entropy_from_logits, gae, kl_penalty_rewards, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss, sequence_logps
+from ..losses import (gae, kl_penalty_rewards, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss,
+                      sequence_logps_and_entropy)
 from ..models import load_causal_lm, lora_config
 from .common import RunContext
 
@@ -75,19 +78,19 @@ class FixedKLController:
 
 
 def forward_policy(policy, value_head, input_ids, attention_mask, prompt_width: int, temperature: float,
-                   response_logits_only: bool = True):
+                   response_logits_only: bool = True, entropy: bool = True):
     """Response log-probs (logits / T), values and entropies in one forward pass.
 
     Shapes: ``input_ids, attention_mask: (B, P + T)`` -> ``logprobs (B, T)``, ``values (B, T)`` (value of
-    the state before each response token), ``entropy (B, T)``.
+    the state before each response token), ``entropy (B, T)`` (None when ``entropy=False``).
     """
     T = input_ids.size(1) - prompt_width
     out = policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
                  logits_to_keep=T + 1 if response_logits_only else 0)
     logits = out.logits[:, -T - 1:-1]  # (B, T, V): position P-1+t predicts response token t
     hidden = out.hidden_states[-1][:, prompt_width - 1:-1]  # (B, T, H)
-    logprobs = sequence_logps(logits, input_ids[:, prompt_width:], temperature)
-    return logprobs, value_head(hidden).float(), entropy_from_logits(logits.detach(), temperature)
+    logprobs, ent = sequence_logps_and_entropy(logits, input_ids[:, prompt_width:], temperature, entropy)
+    return logprobs, value_head(hidden).float(), ent
 
 
 def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScorer, ctx: RunContext, policy=None):
@@ -130,21 +133,38 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             rollout.sync()
         gens = generate(rollout.model if rollout is not None else policy, tokenizer, batch_prompts,
                         max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, do_sample=True,
-                        seed=None, batch_size=cfg.batch_size)
+                        seed=None, batch_size=cfg.batch_size,
+                        sampler="gumbel" if rollout is not None else "multinomial")  # same distribution
         input_ids, attn, mask, P = pack_responses(tokenizer, batch_prompts, [g.token_ids for g in gens], device=device)
         lengths = mask.sum(1).long()  # (B,)
         num_tokens += int(attn.sum())
         has_eos = torch.tensor([g.ended_with_eos for g in gens], device=device)
         t1 = time.perf_counter()
+        # Old log-probs and values come from the policy before this step's update. The first minibatch of
+        # the first epoch is forwarded with gradients right away and its outputs, detached, serve as its old
+        # values (the policy has not moved yet, so the ratio is exactly 1 there, as in the paper); only the
+        # other rows need a no-grad pass. Dropout must be off for the two to agree.
+        perm = torch.randperm(cfg.batch_size, device=device)
+        reuse = cfg.disable_dropout  # with dropout the training forward is not the policy's old output
+        fwd = lambda rows: forward_policy(policy, value_head, input_ids[rows], attn[rows], P,  # noqa: E731
+                                          cfg.temperature, cfg.response_logits_only)
+        first_out = None
+        if reuse:
+            with amp():
+                first_out = fwd(perm[:mb_size])  # logprobs, values (B_mb, T) with grad; entropy (B_mb, T)
+        old_logprobs, old_values, entropy = (torch.empty(mask.shape, device=device) for _ in range(3))  # (B, T)
         with torch.no_grad(), amp():
-            fwd = lambda: forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature,  # noqa: E731
-                                         cfg.response_logits_only)
-            old_logprobs, old_values, entropy = fwd()
+            parts = [(perm[:mb_size], first_out), (perm[mb_size:], None)] if reuse else [(perm, None)]
+            for rows, out in parts:
+                if len(rows):
+                    out = out or fwd(rows)
+                    old_logprobs[rows], old_values[rows], entropy[rows] = (x.detach().float() for x in out)
             with policy.disable_adapter():
-                ref_logprobs = fwd()[0]
+                ref_logprobs = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature,
+                                              cfg.response_logits_only, entropy=False)[0]
         t2 = time.perf_counter()
-        with torch.no_grad():  # 2. score (fp32) ---------------------------------------------------------------
-            scores = scorer.score(batch_prompts, [g.text for g in gens]).to(device)  # (B,) fp32
+        with torch.no_grad():  # 2. score (bf16 autocast when cfg.bf16) -----------------------------------------
+            scores = scorer.score(batch_prompts, [g.text for g in gens], bf16=cfg.bf16).to(device)  # (B,) fp32
             scores = apply_missing_eos_penalty(scores, has_eos, cfg.missing_eos_penalty)
             # 3. per-token rewards with KL penalty, 4. GAE ---------------------------------------------------
             rewards, non_score = kl_penalty_rewards(old_logprobs, ref_logprobs, scores, lengths, kl_ctl.value)
@@ -154,13 +174,16 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         t3 = time.perf_counter()
         policy.train()
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "pg_clip", "vf_clip", "approxkl", "ratio", "ent")}
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(cfg.batch_size, device=device)
+        for epoch in range(cfg.ppo_epochs):
+            if epoch > 0:
+                perm = torch.randperm(cfg.batch_size, device=device)
             for start in range(0, cfg.batch_size, mb_size):
                 idx = perm[start:start + mb_size]
-                with amp():
-                    logprobs, values, ent = forward_policy(policy, value_head, input_ids[idx], attn[idx], P, cfg.temperature,
-                                                             cfg.response_logits_only)
+                if epoch == 0 and start == 0 and first_out is not None:
+                    logprobs, values, ent = first_out
+                else:
+                    with amp():
+                        logprobs, values, ent = fwd(idx)
                 pg_loss, pg_stats = ppo_policy_loss(logprobs, old_logprobs[idx], advantages[idx], mask[idx], cfg.cliprange)
                 vf_loss, vf_stats = ppo_value_loss(values, old_values[idx], returns[idx], mask[idx], cfg.cliprange_value)
                 loss = pg_loss + cfg.vf_coef * vf_loss
@@ -172,6 +195,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
                              ("vf_clip", vf_stats["clipfrac"]), ("approxkl", pg_stats["approxkl"]),
                              ("ratio", pg_stats["ratio"]), ("ent", masked_mean(ent, mask[idx]))):
                     stats[k].append(float(v.detach()))
+        first_out = None
         policy.eval()
         scheduler.step()
         t4 = time.perf_counter()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import sys
@@ -168,6 +169,9 @@ class AlignmentComparisonManager:
             info = ctx.fail(exc)
             self.results[method] = {**info, "history": ctx.history, "run_dir": str(ctx.run_dir)}
             raise
+        finally:
+            model = None
+            gc.collect()  # TRL trainers hold reference cycles: free this run's weights before the next one
         extra["adapter"] = str(ctx.run_dir / "adapter")
         info = ctx.finish(**extra)  # extras (reward model held-out accuracy) survive restarts in run_info.json
         self.results[method] = {**info, "history": ctx.history, "run_dir": str(ctx.run_dir),

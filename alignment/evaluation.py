@@ -35,6 +35,7 @@ class DecodingConfig:
     do_sample: bool = True
     seed: int = 1234
     batch_size: int = 128  # rows (prompt x model) per generate call
+    logprob_batch_size: int = 16  # rows per log-ratio forward: its (B, T, V) fp32 logits are 6.5 MB per row
 
 
 def load_policy_with_adapters(base_model, adapters: dict[str, str | Path]):
@@ -90,7 +91,7 @@ def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str]
     if aligned:
         temp = decoding.temperature if decoding.do_sample else 1.0
         ratios = sequence_log_ratio(policy, tokenizer, [rows[r] for r in aligned], [gens[r].token_ids for r in aligned],
-                                    temp, decoding.batch_size, adapter_names=[adapters[r] for r in aligned])
+                                    temp, decoding.logprob_batch_size, adapter_names=[adapters[r] for r in aligned])
         for r, v in zip(aligned, ratios):
             kls[r] = v
     rewards = scorer.score(rows, [g.text for g in gens]).tolist() if scorer is not None else [None] * len(rows)

@@ -144,3 +144,17 @@ def test_rollout_samplers_draw_from_softmax_and_follow_the_seed(tiny_source, tok
     assert tv(trl_style[:, -1].tolist()) < bound
     with pytest.raises(ValueError, match="sampler"):
         generate(rollout.model, tokenizer, ["Say hi."], sampler="top-k")
+
+
+def test_log_ratio_does_not_depend_on_its_batch_size(two_adapters, tokenizer):
+    # The evaluation computes KL log-ratios in small batches (memory: (B, T, V) fp32 logits per batch);
+    # the numbers must not depend on the batch size, mixed-adapter batches included.
+    from alignment.generation import sequence_log_ratio
+
+    prompts = PROMPTS * 2
+    responses = [[11, 22, 33, 44][: 1 + i % 4] for i in range(len(prompts))]
+    adapters = ["a", "b"] * len(PROMPTS)
+    whole = sequence_log_ratio(two_adapters, tokenizer, prompts, responses, 0.7, batch_size=8, adapter_names=adapters)
+    small = sequence_log_ratio(two_adapters, tokenizer, prompts, responses, 0.7, batch_size=3, adapter_names=adapters)
+    assert whole == pytest.approx(small, abs=1e-4)
+    assert any(abs(v) > 1e-3 for v in whole)  # the adapters do move the log-probs

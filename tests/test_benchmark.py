@@ -22,6 +22,7 @@ def test_time_method_counts_tokens_and_flops(method, tiny_source, tokenizer, bui
     for baseline in (False, True):
         r = bench.time_method(method, baseline, 3, tiny_source, tokenizer, rows, scorer, n_params=1000)
         assert r["s_per_step"] > 0 and r["tokens_per_step"] > 0
+        assert len(r["steps_s"]) == 2 and min(r["steps_s"]) <= r["s_per_step"] <= max(r["steps_s"])  # the median
         factor = 6 if method == "dpo" else 16  # PPO: generation, old, reference, reward model + 2 epochs x 4N
         assert r["flop_per_s"] == pytest.approx(factor * 1000 * r["tokens_per_s"])
         assert r["bf16"] is (not baseline)

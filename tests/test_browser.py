@@ -38,6 +38,9 @@ def _points(page) -> int:
     }""")
 
 
+STEPS = 150  # long enough (several seconds on the tiny model) for the 1 s chart timer to fire during the run
+
+
 def test_student_annotates_trains_and_compares(served_app, page):
     manager, _ = served_app
     # annotate one pair, choosing with the keyboard
@@ -57,10 +60,10 @@ def test_student_annotates_trains_and_compares(served_app, page):
     # train: a short reward-model run, watching the live chart grow
     page.get_by_role("tab", name="4 · Train").click()
     steps = page.locator("#train-max_steps input")
-    steps.fill("24")
+    steps.fill(str(STEPS))
     page.locator("#train-start").click()
     seen = set()
-    for _ in range(240):
+    for _ in range(480):
         n = _points(page)
         if n:
             seen.add(n)
@@ -68,9 +71,9 @@ def test_student_annotates_trains_and_compares(served_app, page):
             break
         page.wait_for_timeout(250)
     page.wait_for_function("() => { const el = document.querySelector('#train-chart .js-plotly-plot');"
-                           " return el && el.data && Math.max(...el.data.map(t => t.x.length)) === 24; }")
+                           " return el && el.data && Math.max(...el.data.map(t => t.x.length)) === " + str(STEPS) + "; }")
     assert len(seen) >= 2, f"the chart never updated while training ran (point counts seen: {seen})"
-    assert "step 24/24" in page.locator("#train-log textarea").input_value()
+    assert f"step {STEPS}/{STEPS}" in page.locator("#train-log textarea").input_value()
 
     # compare: answers side by side with reward-model scores
     page.get_by_role("tab", name="5 · Compare").click()

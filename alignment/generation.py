@@ -159,8 +159,7 @@ class MergedRolloutModel:
             temperature = gc.temperature or 1.0
             gc = copy.deepcopy(gc)
             gc.do_sample, gc.temperature, gc.top_k, gc.top_p = False, None, None, None
-            kwargs.update(gumbel_max_kwargs(input_ids, temperature))
-            kwargs.pop("do_sample")
+            kwargs["logits_processor"] = gumbel_max_kwargs(input_ids, temperature)["logits_processor"]
         return self.model.generate(input_ids=input_ids, generation_config=gc, **kwargs)
 
 

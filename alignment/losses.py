@@ -66,12 +66,6 @@ def sequence_logps_and_entropy(logits: torch.Tensor, labels: torch.Tensor, tempe
     return logps, -(logp.exp() * logp).sum(-1)
 
 
-def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Per-token entropy of softmax(logits / T) in nats. Shapes: ``(B, T, V) -> (B, T)``."""
-    logp = (logits.float() / temperature).log_softmax(-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 # ----------------------------------------------------------------------------- reward model
 
 

@@ -146,22 +146,23 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         # other rows need a no-grad pass. Dropout must be off for the two to agree.
         perm = torch.randperm(cfg.batch_size, device=device)
         reuse = cfg.disable_dropout  # with dropout the training forward is not the policy's old output
-        fwd = lambda rows: forward_policy(policy, value_head, input_ids[rows], attn[rows], P,  # noqa: E731
-                                          cfg.temperature, cfg.response_logits_only)
+
+        def fwd(rows, entropy=True):  # (logprobs, values, entropy), each (len(rows), T)
+            return forward_policy(policy, value_head, input_ids[rows], attn[rows], P, cfg.temperature,
+                                  cfg.response_logits_only, entropy)
+
         first_out = None
         if reuse:
             with amp():
-                first_out = fwd(perm[:mb_size])  # logprobs, values (B_mb, T) with grad; entropy (B_mb, T)
+                first_out = fwd(perm[:mb_size])  # with grad: reused by the first update below
         old_logprobs, old_values, entropy = (torch.empty(mask.shape, device=device) for _ in range(3))  # (B, T)
         with torch.no_grad(), amp():
-            parts = [(perm[:mb_size], first_out), (perm[mb_size:], None)] if reuse else [(perm, None)]
+            rest = perm[mb_size:] if reuse else perm
+            parts = ([(perm[:mb_size], first_out)] if reuse else []) + ([(rest, fwd(rest))] if len(rest) else [])
             for rows, out in parts:
-                if len(rows):
-                    out = out or fwd(rows)
-                    old_logprobs[rows], old_values[rows], entropy[rows] = (x.detach().float() for x in out)
+                old_logprobs[rows], old_values[rows], entropy[rows] = (x.detach().float() for x in out)
             with policy.disable_adapter():
-                ref_logprobs = forward_policy(policy, value_head, input_ids, attn, P, cfg.temperature,
-                                              cfg.response_logits_only, entropy=False)[0]
+                ref_logprobs = fwd(slice(None), entropy=False)[0]
         t2 = time.perf_counter()
         with torch.no_grad():  # 2. score (bf16 autocast when cfg.bf16) -----------------------------------------
             scores = scorer.score(batch_prompts, [g.text for g in gens], bf16=cfg.bf16).to(device)  # (B,) fp32

@@ -90,8 +90,10 @@ def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str]
     aligned = [r for r, a in enumerate(adapters) if a != "__base__"]
     if aligned:
         temp = decoding.temperature if decoding.do_sample else 1.0
+        recorded = [gens[r].logps for r in aligned]  # log pi(y_t) recorded while sampling: only the base forward runs
         ratios = sequence_log_ratio(policy, tokenizer, [rows[r] for r in aligned], [gens[r].token_ids for r in aligned],
-                                    temp, decoding.logprob_batch_size, adapter_names=[adapters[r] for r in aligned])
+                                    temp, decoding.logprob_batch_size, adapter_names=[adapters[r] for r in aligned],
+                                    policy_logps=recorded if all(lp is not None for lp in recorded) else None)
         for r, v in zip(aligned, ratios):
             kls[r] = v
     rewards = scorer.score(rows, [g.text for g in gens]).tolist() if scorer is not None else [None] * len(rows)

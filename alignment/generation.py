@@ -26,11 +26,17 @@ def prompt_texts(tokenizer, prompts) -> list[str]:
 
 @dataclass
 class Generation:
-    """One generated response. ``token_ids`` are cut after the first EOS (EOS included when present)."""
+    """One generated response. ``token_ids`` are cut after the first EOS (EOS included when present).
+
+    ``logps``: per-token log pi_T(y_t | x, y_<t) of the model that sampled it, at the sampling temperature
+    (nats, one per token id), recorded while sampling by ``GumbelNoiseSampler(record_logps=True)``; None when
+    not recorded.
+    """
 
     text: str
     token_ids: list[int]
     ended_with_eos: bool
+    logps: list[float] | None = None
 
     @property
     def length(self) -> int:
@@ -91,14 +97,19 @@ def _generate_batches(model, tokenizer, prompts, batch_size: int, generate_kwarg
     out: list[Generation] = []
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        seqs = model.generate(**enc, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                              **generate_kwargs(i, enc))
+        kwargs = generate_kwargs(i, enc)
+        recorder = next((p for p in kwargs.get("logits_processor", ()) if getattr(p, "record_logps", False)), None)
+        seqs = model.generate(**enc, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
         response = seqs[:, enc["input_ids"].size(1):]  # (B, T)
         lengths, has_eos = truncate_after_eos(response, tokenizer.eos_token_id)
-        for row, n, eos in zip(response, lengths.tolist(), has_eos.tolist()):
+        tokens, logps = recorder.recorded() if recorder is not None else (None, None)  # (B, S) each
+        for r, (row, n, eos) in enumerate(zip(response, lengths.tolist(), has_eos.tolist())):
             ids = row[:n].tolist()
             text = tokenizer.decode(ids[:-1] if eos else ids, skip_special_tokens=True).strip()
-            out.append(Generation(text=text, token_ids=ids, ended_with_eos=bool(eos)))
+            # Keep the recorded log-probs only if generate chose exactly the recorded tokens (a processor that
+            # ran after ours would break that; the caller then computes them with a forward pass).
+            kept = logps[r, :n].tolist() if tokens is not None and tokens.size(1) >= n and torch.equal(tokens[r, :n], row[:n].cpu()) else None
+            out.append(Generation(text=text, token_ids=ids, ended_with_eos=bool(eos), logps=kept))
     if was_training:
         model.train()
     return out
@@ -171,19 +182,40 @@ class GumbelNoiseSampler:
     by (seed, t) and indexed by ``noise_keys[r]``, so rows with the same key (the same prompt answered by
     different models) use the same random numbers whatever the batch composition: common random numbers make
     the comparison between models less noisy, and results do not depend on batch size.
+
+    With ``record_logps=True`` it also records, at each step, the token that greedy decoding will pick and its
+    log-probability log softmax(logits / T)[token] under the model being sampled (the logits are already there,
+    so the evaluation's KL needs no second forward pass of the sampled model): ``recorded()``.
     """
 
-    def __init__(self, noise_keys: list[int], prompt_width: int, temperature: float, seed: int):
+    def __init__(self, noise_keys: list[int], prompt_width: int, temperature: float, seed: int,
+                 record_logps: bool = False):
         self.keys = torch.tensor(noise_keys)
         self.n_keys = int(self.keys.max()) + 1
         self.prompt_width, self.temperature, self.seed = prompt_width, temperature, seed
+        self.record_logps = record_logps
+        self._tokens: list[torch.Tensor] = []
+        self._logps: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         step = input_ids.size(1) - self.prompt_width
         g = torch.Generator().manual_seed(self.seed * 100_003 + step)
         u = torch.rand(self.n_keys, scores.size(1), generator=g).clamp_(1e-20, 1.0)  # (K, V)
         gumbel = -torch.log(-torch.log(u))
-        return scores.float() / self.temperature + gumbel[self.keys].to(scores.device)
+        scaled = scores.float() / self.temperature  # (B, V)
+        out = scaled + gumbel[self.keys].to(scores.device)
+        if self.record_logps:
+            token = out.argmax(-1)  # (B,): the token greedy decoding picks from what we return
+            logp = scaled.gather(1, token[:, None]).squeeze(1) - torch.logsumexp(scaled, dim=-1)  # (B,)
+            self._tokens.append(token.cpu())
+            self._logps.append(logp.cpu())
+        return out
+
+    def recorded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens ``(B, S) long`` and their log-probs ``(B, S) float`` (nats) for the S steps sampled so far."""
+        if not self._tokens:
+            return torch.zeros(self.keys.numel(), 0, dtype=torch.long), torch.zeros(self.keys.numel(), 0)
+        return torch.stack(self._tokens, 1), torch.stack(self._logps, 1)
 
 
 def gumbel_max_kwargs(input_ids: torch.Tensor, temperature: float) -> dict:
@@ -212,8 +244,9 @@ def generate_shared_noise(model, tokenizer, prompts, adapter_names: list[str] | 
     rows with equal ``noise_keys`` (default: equal prompt text) share their random numbers.
 
     Decoding one token reads every weight once whatever the batch size, so answering all models' prompts in
-    one batch costs little more per step than one prompt (the evaluation's speed-up). Shapes: ``len(prompts)
-    == len(adapter_names) == R`` -> R ``Generation``s in order.
+    one batch costs little more per step than one prompt (the evaluation's speed-up). When sampling, each
+    ``Generation`` carries the log-probs its model gave its tokens (``Generation.logps``, at ``temperature``).
+    Shapes: ``len(prompts) == len(adapter_names) == R`` -> R ``Generation``s in order.
     """
     from transformers import LogitsProcessorList
 
@@ -225,7 +258,7 @@ def generate_shared_noise(model, tokenizer, prompts, adapter_names: list[str] | 
         kw = dict(do_sample=False, max_new_tokens=max_new_tokens, temperature=None, top_k=None, top_p=None)
         if do_sample:
             kw["logits_processor"] = LogitsProcessorList([GumbelNoiseSampler(
-                noise_keys[start:start + batch_size], enc["input_ids"].size(1), temperature, seed)])
+                noise_keys[start:start + batch_size], enc["input_ids"].size(1), temperature, seed, record_logps=True)])
         if adapter_names is not None:
             kw["adapter_names"] = adapter_names[start:start + batch_size]
         return kw
@@ -272,18 +305,31 @@ def response_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 @torch.no_grad()
 def sequence_log_ratio(model, tokenizer, prompts, responses: list[list[int]], temperature: float = 1.0,
-                       batch_size: int = 16, adapter_names: list[str] | None = None) -> list[float]:
+                       batch_size: int = 16, adapter_names: list[str] | None = None,
+                       policy_logps: list[list[float]] | None = None) -> list[float]:
     """Per-sequence log pi(y|x) - log pi_ref(y|x), where pi_ref is ``model`` with its LoRA adapter disabled
     (``adapter_names``: one adapter per row, a PEFT mixed-adapter batch; default: the active adapter).
 
     On the model's own samples the mean of this is a Monte-Carlo estimate of KL(pi || pi_ref) in nats.
+    ``policy_logps``: the per-token log pi(y_t | ...) at ``temperature`` recorded while sampling
+    (``Generation.logps``, one list per response, as long as it); when given, only the reference forward runs.
+
+    Raises:
+        ValueError: a ``policy_logps`` row whose length differs from its response.
     """
+    if policy_logps is not None and any(len(lp) != len(r) for lp, r in zip(policy_logps, responses, strict=True)):
+        raise ValueError("policy_logps must hold one log-prob per response token")
     out = []
     for i in range(0, len(prompts), batch_size):
         ids, attn, mask, P = pack_responses(tokenizer, prompts[i:i + batch_size], responses[i:i + batch_size],
                                             device=model.device)
-        extra = {"adapter_names": adapter_names[i:i + batch_size]} if adapter_names is not None else {}
-        logp = response_logps(model, ids, attn, P, temperature, **extra)
+        if policy_logps is not None:
+            logp = torch.zeros_like(mask)  # (b, T)
+            for j, lp in enumerate(policy_logps[i:i + batch_size]):
+                logp[j, :len(lp)] = torch.tensor(lp, dtype=logp.dtype)
+        else:
+            extra = {"adapter_names": adapter_names[i:i + batch_size]} if adapter_names is not None else {}
+            logp = response_logps(model, ids, attn, P, temperature, **extra)
         with model.disable_adapter():
             ref = response_logps(model, ids, attn, P, temperature)
         out.extend(((logp - ref) * mask).sum(1).tolist())

@@ -159,14 +159,63 @@ def classroom_preset(out: Path) -> dict:
             "peak_rss_gb": max(peak, before) / 1024**2, "log_tail": proc.stderr[-2000:] if proc.returncode else ""}
 
 
+# The issue's targets (issue 4): (name, key, bound, "max" | "min"); key picks the measured value from the results.
+TARGETS = [
+    ("classroom preset end to end, minutes", "preset_min", 5.0, "max"),
+    ("DPO speed-up over plain TRL", "dpo_speedup", 2.0, "min"),
+    ("GRPO speed-up over plain TRL", "grpo_speedup", 2.0, "min"),
+    ("PPO / GRPO step time", "ppo_over_grpo", 1.5, "max"),
+    ("evaluation generation speed-up over one at a time", "eval_speedup", 5.0, "min"),
+    ("warm model load, seconds", "warm_load_s", 3.0, "max"),
+    ("peak resident memory of the preset, GB", "preset_rss_gb", 6.0, "max"),
+]
+
+
+def cpu_features() -> list[str]:
+    """The CPU flags that decide bf16 matmul speed (AMX tiles, AVX-512 bf16), from /proc/cpuinfo (Linux)."""
+    info = Path("/proc/cpuinfo")
+    flags = next((line.split(":", 1)[1].split() for line in info.read_text().splitlines() if line.startswith("flags")),
+                 []) if info.exists() else []
+    return sorted(f for f in flags if f in {"amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512f", "avx2"})
+
+
+def check_targets(r: dict) -> list[dict]:
+    """Each issue target with its measured value and whether it is met (None where that part was not run)."""
+    methods, preset = r.get("methods", {}), r.get("classroom_preset") or {}
+    measured = {
+        "preset_min": preset["wall_s"] / 60 if preset.get("returncode") == 0 else None,
+        "dpo_speedup": methods.get("dpo", {}).get("speedup"),
+        "grpo_speedup": methods.get("grpo", {}).get("speedup"),
+        "ppo_over_grpo": (methods["ppo"]["project"]["s_per_step"] / methods["grpo"]["project"]["s_per_step"]
+                          if "ppo" in methods and "grpo" in methods else None),
+        "eval_speedup": (r.get("eval_generation") or {}).get("speedup"),
+        "warm_load_s": (r.get("model_load") or {}).get("warm_load_s"),
+        "preset_rss_gb": preset.get("peak_rss_gb") if preset.get("returncode") == 0 else None,
+    }
+    out = []
+    for name, key, bound, kind in TARGETS:
+        v = measured[key]
+        met = None if v is None else (v <= bound if kind == "max" else v >= bound)
+        out.append({"target": name, "bound": bound, "kind": kind, "measured": v, "met": met})
+    return out
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = [f"# Benchmark ({r['created']})", "",
-             f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads). "
+             f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), CPU features: "
+             f"{', '.join(m.get('cpu_features') or ['unknown'])}. "
              f"Matmul peak: fp32 {r['peak_tflops']['fp32']:.2f} TFLOP/s, bf16 {r['peak_tflops']['bf16']:.2f} TFLOP/s.", "",
-             f"## Training steps ({r['steps']} steps each, step 1 excluded)", "",
-             "| method | project s/step | baseline s/step | speed-up | project tokens/s | project GFLOP/s | % of bf16 peak | baseline % of fp32 peak |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "## Targets", "", "| target | bound | measured | met |", "| --- | --- | --- | --- |"]
+    for t in check_targets(r):
+        sign = "<=" if t["kind"] == "max" else ">="
+        value = "not run" if t["measured"] is None else f"{t['measured']:.2f}"
+        met = "" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {sign} {t['bound']:g} | {value} | {met} |")
+    lines += ["",
+              f"## Training steps ({r['steps']} steps each, step 1 excluded)", "",
+              "| method | project s/step | baseline s/step | speed-up | project tokens/s | project GFLOP/s | % of bf16 peak | baseline % of fp32 peak |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, v in r["methods"].items():
         p, b = v["project"], v["baseline"]
         lines.append(f"| {name} | {p['s_per_step']:.2f} | {b['s_per_step']:.2f} | {b['s_per_step'] / p['s_per_step']:.2f}x | "
@@ -220,7 +269,8 @@ def main(argv=None) -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     r: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": args.steps,
-               "machine": {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__}}
+               "machine": {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                           "cpu_features": cpu_features()}}
     print("matmul peak ...", flush=True)
     r["peak_tflops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print("model load ...", flush=True)
@@ -259,6 +309,7 @@ def main(argv=None) -> int:
     if not args.skip_preset:
         print("classroom preset end to end ...", flush=True)
         r["classroom_preset"] = classroom_preset(out / "classroom")
+    r["targets"] = check_targets(r)
     (out / "benchmark.json").write_text(json.dumps(r, indent=2))
     (out / "benchmark.md").write_text(markdown(r))
     print(markdown(r))

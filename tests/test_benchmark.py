@@ -37,3 +37,29 @@ def test_markdown_table():
          "methods": {"dpo": {"project": step, "baseline": {**step, "s_per_step": 3.0}}}}
     md = bench.markdown(r)
     assert "| dpo | 2.00 | 3.00 | 1.50x | 100 | 40 | 10% | 20% |" in md
+
+
+def test_targets_are_checked_against_the_issue_bounds():
+    def step(s):
+        return {"s_per_step": s, "tokens_per_s": 1.0, "flop_per_s": 1.0}
+
+    r = {"methods": {"dpo": {"project": step(2.0), "baseline": step(5.0), "speedup": 2.5},
+                     "grpo": {"project": step(4.0), "baseline": step(7.0), "speedup": 1.75},
+                     "ppo": {"project": step(6.2), "baseline": step(12.0), "speedup": 1.94}},
+         "eval_generation": {"speedup": 9.0}, "model_load": {"warm_load_s": 0.5},
+         "classroom_preset": {"returncode": 0, "wall_s": 330.0, "peak_rss_gb": 4.0}}
+    got = {t["target"]: (t["measured"], t["met"]) for t in bench.check_targets(r)}
+    assert got["classroom preset end to end, minutes"] == (5.5, False)
+    assert got["DPO speed-up over plain TRL"] == (2.5, True)
+    assert got["GRPO speed-up over plain TRL"] == (1.75, False)
+    assert got["PPO / GRPO step time"] == (pytest.approx(1.55), False)
+    assert got["evaluation generation speed-up over one at a time"] == (9.0, True)
+    assert got["warm model load, seconds"] == (0.5, True)
+    assert got["peak resident memory of the preset, GB"] == (4.0, True)
+    r["classroom_preset"]["returncode"] = 1  # a failed preset run is not a measurement
+    assert bench.check_targets(r)[0]["met"] is None
+    md = bench.markdown({"methods": r["methods"], "created": "now", "steps": 4, "peak_tflops": {"fp32": 0.2, "bf16": 0.4},
+                         "machine": {"cpu": "x", "cores": 2, "threads": 2, "torch": "2", "cpu_features": ["avx512_bf16"]}})
+    assert "| DPO speed-up over plain TRL | >= 2 | 2.50 | yes |" in md
+    assert "| GRPO speed-up over plain TRL | >= 2 | 1.75 | **no** |" in md
+    assert "| classroom preset end to end, minutes | <= 5 | not run |  |" in md and "avx512_bf16" in md

@@ -158,3 +158,50 @@ def test_log_ratio_does_not_depend_on_its_batch_size(two_adapters, tokenizer):
     small = sequence_log_ratio(two_adapters, tokenizer, prompts, responses, 0.7, batch_size=3, adapter_names=adapters)
     assert whole == pytest.approx(small, abs=1e-4)
     assert any(abs(v) > 1e-3 for v in whole)  # the adapters do move the log-probs
+
+
+def test_logps_recorded_while_sampling_equal_a_forward_pass(two_adapters, tokenizer):
+    # The evaluation's KL uses the log-probs recorded during sampling instead of a second forward pass of the
+    # sampled model: they must be the forward pass's log softmax(logits / T) of each model's own tokens.
+    from alignment.generation import pack_responses, response_logps, sequence_log_ratio
+
+    rows = PROMPTS * 3
+    names = ["a"] * 4 + ["b"] * 4 + ["__base__"] * 4
+    gens = generate_shared_noise(two_adapters, tokenizer, rows, names, list(range(4)) * 3, max_new_tokens=10,
+                                 temperature=0.7, seed=4)
+    assert all(g.logps is not None and len(g.logps) == g.length for g in gens)
+    ids, attn, _, P = pack_responses(tokenizer, rows, [g.token_ids for g in gens])
+    with torch.no_grad():
+        forward = response_logps(two_adapters, ids, attn, P, 0.7, adapter_names=names)  # (12, T)
+    for j, g in enumerate(gens):
+        assert torch.allclose(torch.tensor(g.logps), forward[j, :g.length], atol=1e-4), j
+    responses = [g.token_ids for g in gens[:8]]
+    computed = sequence_log_ratio(two_adapters, tokenizer, rows[:8], responses, 0.7, adapter_names=names[:8])
+    recorded = sequence_log_ratio(two_adapters, tokenizer, rows[:8], responses, 0.7, adapter_names=names[:8],
+                                  policy_logps=[g.logps for g in gens[:8]])
+    assert recorded == pytest.approx(computed, abs=1e-4)
+    assert max(abs(v) for v in computed) > 0.1  # the adapters differ from base: a real log-ratio was compared
+    with pytest.raises(ValueError, match="one log-prob per response token"):
+        sequence_log_ratio(two_adapters, tokenizer, rows[:1], responses[:1], 0.7, policy_logps=[[0.0]])
+
+
+def test_recorded_logps_are_dropped_when_generate_picks_other_tokens(two_adapters, tokenizer):
+    # A processor running after the sampler changes the picked tokens: the recording no longer describes the
+    # answer, so it is discarded (the evaluation then runs the forward pass).
+    from transformers import LogitsProcessorList
+
+    from alignment.generation import _generate_batches
+
+    def force_token_42(input_ids, scores):
+        forced = torch.full_like(scores, -1e9)
+        forced[:, 42] = 0.0
+        return forced
+
+    def kwargs(start, enc):
+        sampler = GumbelNoiseSampler([0, 1], enc["input_ids"].size(1), 0.7, seed=0, record_logps=True)
+        return dict(do_sample=False, max_new_tokens=4, logits_processor=LogitsProcessorList([sampler, force_token_42]))
+
+    two_adapters.set_adapter("a")
+    gens = _generate_batches(two_adapters, tokenizer, PROMPTS[:2], 2, kwargs)
+    assert [g.token_ids for g in gens] == [[42] * 4] * 2
+    assert [g.logps for g in gens] == [None, None]

@@ -19,6 +19,8 @@ What it measures (results in ``<out>/benchmark.json`` and ``<out>/benchmark.md``
    (one mixed-adapter batch), against one-prompt-at-a-time ``model.generate`` (tokens per second).
 4. Model load: cold (GGUF -> plain checkpoint conversion) and warm (from the cache); peak resident memory.
 5. The classroom preset end to end (``class7_1.py``, a fresh process), by stage, with its peak resident memory.
+6. The speed targets (``TARGETS``), each with its measured value and whether it is met, at the top of both
+   files, and the CPU's bf16 features (AMX tiles, AVX-512 bf16), which set the bf16 matmul peak.
 
 FLOP estimates use 2N FLOPs per token for a forward pass and 4N for forward + backward through a frozen base
 with LoRA (no weight gradients for the base; Kaplan et al. 2020, Sec. 2.1, attention term ignored), N = the

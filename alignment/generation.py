@@ -106,13 +106,21 @@ def _generate_batches(model, tokenizer, prompts, batch_size: int, generate_kwarg
         for r, (row, n, eos) in enumerate(zip(response, lengths.tolist(), has_eos.tolist())):
             ids = row[:n].tolist()
             text = tokenizer.decode(ids[:-1] if eos else ids, skip_special_tokens=True).strip()
-            # Keep the recorded log-probs only if generate chose exactly the recorded tokens (a processor that
-            # ran after ours would break that; the caller then computes them with a forward pass).
-            kept = logps[r, :n].tolist() if tokens is not None and tokens.size(1) >= n and torch.equal(tokens[r, :n], row[:n].cpu()) else None
-            out.append(Generation(text=text, token_ids=ids, ended_with_eos=bool(eos), logps=kept))
+            out.append(Generation(text=text, token_ids=ids, ended_with_eos=bool(eos),
+                                  logps=_matching_logps(tokens, logps, r, row[:n])))
     if was_training:
         model.train()
     return out
+
+
+def _matching_logps(tokens: torch.Tensor | None, logps: torch.Tensor | None, row: int,
+                    ids: torch.Tensor) -> list[float] | None:
+    """Row ``row``'s recorded log-probs if ``generate`` picked exactly the recorded tokens ``ids`` (n,), else None:
+    a logits processor that ran after the sampler changed the pick, and the caller needs a forward pass."""
+    n = ids.numel()
+    if tokens is None or tokens.size(1) < n or not torch.equal(tokens[row, :n], ids.cpu()):
+        return None
+    return logps[row, :n].tolist()
 
 
 class MergedRolloutModel:
@@ -317,7 +325,8 @@ def sequence_log_ratio(model, tokenizer, prompts, responses: list[list[int]], te
     Raises:
         ValueError: a ``policy_logps`` row whose length differs from its response.
     """
-    if policy_logps is not None and any(len(lp) != len(r) for lp, r in zip(policy_logps, responses, strict=True)):
+    if policy_logps is not None and (len(policy_logps) != len(responses)
+                                     or any(len(lp) != len(r) for lp, r in zip(policy_logps, responses))):
         raise ValueError("policy_logps must hold one log-prob per response token")
     out = []
     for i in range(0, len(prompts), batch_size):

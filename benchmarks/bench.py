@@ -173,11 +173,16 @@ TARGETS = [
 ]
 
 
-def cpu_features() -> list[str]:
-    """The CPU flags that decide bf16 matmul speed (AMX tiles, AVX-512 bf16), from /proc/cpuinfo (Linux)."""
+def cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` of /proc/cpuinfo (Linux), or None elsewhere."""
     info = Path("/proc/cpuinfo")
-    flags = next((line.split(":", 1)[1].split() for line in info.read_text().splitlines() if line.startswith("flags")),
-                 []) if info.exists() else []
+    lines = info.read_text().splitlines() if info.exists() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name)), None)
+
+
+def cpu_features() -> list[str]:
+    """The CPU flags that decide bf16 matmul speed (AMX tiles, AVX-512 bf16)."""
+    flags = (cpuinfo_field("flags") or "").split()
     return sorted(f for f in flags if f in {"amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512f", "avx2"})
 
 
@@ -268,8 +273,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = cpuinfo_field("model name") or platform.processor()
     r: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": args.steps,
                "machine": {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                            "cpu_features": cpu_features()}}

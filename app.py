@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from alignment.data import BUILTIN
+from alignment.data import BUILTIN, DATA_DIR
 from alignment.models import DEFAULT_MODEL
 
 
@@ -35,6 +35,17 @@ def parse_auth(value: str | None):
     return pairs
 
 
+def parse_data_dirs(values: list[str] | None, env: str | None = None) -> list[str]:
+    """``--data-dir`` values (each may hold several, comma-separated), or else ``$CLASS7_DATA_DIRS``: the extra
+    folders the Data tab may read. Each must be an existing directory."""
+    env = os.environ.get("CLASS7_DATA_DIRS") if env is None else env
+    items = [d.strip() for v in (values or [env or ""]) for d in v.split(",") if d.strip()]
+    missing = [d for d in items if not os.path.isdir(os.path.expanduser(d))]
+    if missing:
+        raise SystemExit(f"--data-dir / CLASS7_DATA_DIRS: not a directory: {', '.join(missing)}")
+    return [os.path.expanduser(d) for d in items]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Alignment Lab: annotate, train and compare PPO, DPO and GRPO in a browser.")
     p.add_argument("--host", default="127.0.0.1", help="interface to serve on (0.0.0.0 for the whole network)")
@@ -44,6 +55,9 @@ def parse_args(argv=None):
                    help="user:password for basic login (default: $CLASS7_AUTH; none if unset)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="hub id, local checkpoint dir, or 'tiny' (tests)")
     p.add_argument("--dataset", default=BUILTIN)
+    p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
+                   help="a folder whose files students may load in the Data tab (besides data/ and the output "
+                        "folder); repeatable or comma-separated (default: $CLASS7_DATA_DIRS, comma-separated)")
     p.add_argument("--output-dir", default="outputs")
     p.add_argument("--preset", default="classroom", choices=["classroom", "quick"])
     return p.parse_args(argv)
@@ -54,7 +68,8 @@ def build(args):
     from class7_1 import AlignmentComparisonManager
     from ui import create_app
 
-    manager = AlignmentComparisonManager(args.model, args.dataset, args.output_dir, args.preset)
+    manager = AlignmentComparisonManager(args.model, args.dataset, args.output_dir, args.preset,
+                                         data_dirs=[DATA_DIR, *parse_data_dirs(getattr(args, "data_dir", None))])
     manager.setup_models()
     manager.load_preference_datasets()
     manager.policy_model()  # load once now, so the first click is not slow
@@ -68,11 +83,14 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     auth = parse_auth(args.auth)
     from ui import LAUNCH_KWARGS
+    from ui.login_guard import guarded_launch_kwargs
 
     manager, demo = build(args)
+    # With a login: failed logins limited per user and address, /gradio_api/cancel and /reset need a login
+    # (ui/login_guard.py). Without one, just auth=None.
     demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share,
-                                                   auth=auth, allowed_paths=[str(manager.output_dir.resolve())],
-                                                   **LAUNCH_KWARGS)
+                                                   allowed_paths=[str(manager.output_dir.resolve())],
+                                                   **guarded_launch_kwargs(auth), **LAUNCH_KWARGS)
     return 0
 
 

@@ -24,17 +24,21 @@ evaluation -> report. See alignment/ for each stage.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import gc
 import json
 import logging
+import math
 import sys
 import threading
 import time
 from pathlib import Path
 
 from alignment.config import METHODS, make_config
-from alignment.data import BUILTIN, dataset_statistics, fit_to_length, load_eval_prompts, load_preference_dataset, split_pairs
+from alignment.data import (BUILTIN, DATA_DIR, DataFolder, data_folders, dataset_statistics, display_path,
+                            fit_to_length, hub_allowed, load_eval_prompts, load_preference_dataset, redact_paths,
+                            resolve_dataset_source, split_pairs)
 from alignment.models import DEFAULT_MODEL, load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_model
 from alignment.trainers.common import RunContext, read_metrics, write_json
 
@@ -57,13 +61,18 @@ class AlignmentComparisonManager:
         eval_prompts: path of an evaluation prompt file (default ``data/eval_prompts.json``); ``max_eval_prompts``
             keeps the first N.
         annotations_path: the annotation file (default ``<output_dir>/collected_annotations.json``).
+        data_dirs: the folders (paths or ``alignment.data.DataFolder``) whose files the app's users may load
+            (``set_dataset``); default the project's ``data/``. ``output_dir`` and the annotation file are always
+            allowed. ``dataset`` and ``load_preference_datasets`` are the teacher's own and may name any file.
     """
 
     def __init__(self, model_name: str = DEFAULT_MODEL, dataset: str = BUILTIN, output_dir: str | Path = "outputs",
                  preset: str = "classroom", overrides: dict | None = None, max_pairs: int | None = None,
                  eval_prompts: str | None = None, max_eval_prompts: int | None = None, seed: int = 42,
-                 annotations_path: str | Path | None = None):
+                 annotations_path: str | Path | None = None, data_dirs=None):
         self.model_name, self.dataset_source = model_name, dataset
+        self.dataset_name: str | None = None  # how the app names dataset_source (no server path); None: as given
+        self.data_dirs = data_folders([DATA_DIR] if data_dirs is None else data_dirs)  # resolved once, here
         self.output_dir = Path(output_dir)
         self.preset, self.overrides, self.seed = preset, overrides or {}, seed
         self.max_pairs, self.eval_prompts_path, self.max_eval_prompts = max_pairs, eval_prompts, max_eval_prompts
@@ -78,6 +87,8 @@ class AlignmentComparisonManager:
         self.job = None  # the app's background TrainingJob
         self._policy, self._policy_key, self._candidates = None, None, {}
         self._gen_lock = threading.RLock()
+        self._arena_lock, self._arena_rounds = threading.Lock(), collections.OrderedDict()
+        self._agreement_lock, self._agreement = threading.Lock(), None  # (store version, time, statistics)
         self._configs = {m: self.config_for(m) for m in METHODS}  # validate early
 
     # ------------------------------------------------------------------------------------------ setup
@@ -100,10 +111,10 @@ class AlignmentComparisonManager:
     def load_preference_datasets(self) -> dict:
         """Load, fit to the length budget, and split the preference pairs; returns statistics and the rows."""
         self.setup_models()
-        rows, report = load_preference_dataset(self.dataset_source, max_pairs=self.max_pairs)
+        rows, report = load_preference_dataset(self.dataset_source, max_pairs=self.max_pairs, name=self.dataset_name)
         common = self._configs["dpo"]
         rows = fit_to_length(rows, self.tokenizer, common.max_prompt_length, common.max_completion_length, report)
-        train, heldout = split_pairs(rows, seed=self.seed)
+        train, heldout = split_pairs(rows, seed=self.seed, report=report)
         prompts = load_eval_prompts(self.eval_prompts_path)[: self.max_eval_prompts]
         logger.info("Dataset: %s", report.summary())
         self.datasets = {
@@ -287,20 +298,57 @@ class AlignmentComparisonManager:
     # ------------------------------------------------------------------------------------------ interactive (app)
     # Everything the Gradio tabs call. The shared generation model is loaded once and reloaded only when an
     # adapter on disk changes; one lock serialises generation across tabs and users.
+    def allowed_data_folders(self) -> list[DataFolder]:
+        """The folders ``set_dataset`` may read: ``data_dirs`` and ``output_dir`` (display names, real paths)."""
+        return data_folders([*self.data_dirs, self.output_dir])
+
     def set_dataset(self, source: str, max_pairs: int | None = None) -> dict:
-        """Switch the preference dataset (built-in, a file, collected annotations or a hub id) and load it.
+        """Switch the preference dataset to what an app user typed (built-in, a file, collected annotations or a
+        hub id) and load it.
+
+        The source is confined (``alignment.data.resolve_dataset_source``): a file must lie inside the data
+        folders (``allowed_data_folders``) or be the annotation file; hub ids only when the server is online.
+        Messages never show server paths.
 
         Raises:
+            DisallowedSource: any other source (one message, whatever the input).
             FileNotFoundError / ValueError: unreadable source or no usable pair (message says why); the previous
             dataset stays active.
         """
-        old = (self.dataset_source, self.max_pairs, self.datasets)
-        self.dataset_source, self.max_pairs = source, max_pairs
+        from alignment.annotations import ANNOTATIONS_FILE
+
+        folders = self.allowed_data_folders()
+        annotations_file = self.annotations_path or self.output_dir / ANNOTATIONS_FILE  # without opening the store
+        target = resolve_dataset_source(source, folders, allow_hub=hub_allowed(), allowed_files=[annotations_file])
+        name = display_path(target, folders) if Path(target).is_absolute() else None
+        return self._switch_dataset(target, name, max_pairs)
+
+    def use_annotations_as_dataset(self, max_pairs: int | None = None) -> dict:
+        """Switch the preference dataset to the collected annotations (``collected_annotations.json`` brought up
+        to date first). Raises ValueError when nobody has annotated yet."""
+        if self.annotations.total() == 0:
+            raise ValueError("No annotations yet: annotate some pairs in the Annotate tab first")
+        return self.set_dataset(str(self.annotations.flush()), max_pairs)
+
+    def set_dataset_upload(self, path: str | Path, display_name: str | None = None,
+                           max_pairs: int | None = None) -> dict:
+        """Switch to an uploaded file (in Gradio's upload cache, which Gradio validates) and load it.
+
+        Messages and the load report name it ``display_name`` (default: its base name), never a server path.
+        """
+        return self._switch_dataset(str(path), display_name or Path(path).name, max_pairs)
+
+    def _switch_dataset(self, source: str, name: str | None, max_pairs: int | None) -> dict:
+        old = (self.dataset_source, self.dataset_name, self.max_pairs, self.datasets)
+        self.dataset_source, self.dataset_name, self.max_pairs = source, name, max_pairs
         try:
             return self.load_preference_datasets()
-        except Exception:
-            self.dataset_source, self.max_pairs, self.datasets = old
-            raise
+        except Exception as exc:
+            self.dataset_source, self.dataset_name, self.max_pairs, self.datasets = old
+            message = redact_paths(str(exc), {source: name, str(Path(source).resolve()): name} if name else {})
+            if message == str(exc):
+                raise
+            raise (FileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError)(message) from exc
 
     def dataset_rows(self) -> list[dict]:
         if self.datasets is None:
@@ -378,24 +426,58 @@ class AlignmentComparisonManager:
                 out.append(g.text or "(empty answer)")
         return out
 
-    def submit_annotation(self, record: dict) -> dict:
-        """Validate and store one annotation (see ``alignment.annotations``); raises ValueError on bad input."""
+    def submit_annotation(self, record: dict, user: str | None = None) -> dict:
+        """Validate and store one annotation (see ``alignment.annotations``).
+
+        ``user``: the caller's verified login (``gr.Request.username``), or None without ``--auth``. A logged-in
+        user always annotates as themself: the record's annotator is set to ``user``.
+
+        Raises:
+            ValueError: bad input, or a record naming another annotator than the logged-in ``user``.
+            alignment.annotations.StoreBusy: the store stayed locked (nothing saved; try again).
+        """
+        if not isinstance(record, dict):
+            raise ValueError("An annotation must be a JSON object")
+        if user:
+            if record.get("annotator") not in (None, "", user):
+                raise ValueError(f"You are logged in as {user}: you can only annotate as yourself")
+            record = {**record, "annotator": user}
         return self.annotations.add(record)
 
+    def undo_annotation(self, annotator: str) -> dict | None:
+        """Remove ``annotator``'s own most recent record (the UI passes the caller's identity); None if none.
+
+        Raises:
+            ValueError: an empty or invalid name.
+        """
+        from alignment.annotations import check_annotator
+
+        return self.annotations.undo_last(check_annotator(annotator))
+
+    AGREEMENT_MAX_AGE_S = 2.0
+
     def annotation_summary(self, annotator: str | None = None) -> dict:
-        """Counts per annotator, the annotator's history (newest first), agreement statistics."""
+        """Counts per annotator, the annotator's last 50 records (newest first), agreement statistics.
+
+        Agreement reads every record, and every student's page refreshes it after each answer, so it is
+        computed at most once per ``AGREEMENT_MAX_AGE_S`` seconds while records keep changing (and once per
+        change otherwise); counts, history and pairs are always current."""
         from alignment.annotations import agreement
 
-        records = self.annotations.records()
-        mine = [r for r in records if annotator and r.get("annotator") == annotator]
-        counts: dict[str, int] = {}
-        for r in records:
-            counts[r["annotator"]] = counts.get(r["annotator"], 0) + 1
-        return {"total": len(records), "counts": counts, "history": mine[::-1], "agreement": agreement(records),
-                "pairs": len(self.annotations.to_pairs())}
+        store = self.annotations
+        version = store.version()
+        with self._agreement_lock:
+            cached = self._agreement
+            if cached is None or (cached[0] != version and time.monotonic() - cached[1] > self.AGREEMENT_MAX_AGE_S):
+                cached = self._agreement = (version, time.monotonic(), agreement(store.records()))
+        return {"total": store.total(), "counts": store.counts(),
+                "history": store.history(annotator, limit=50) if annotator else [],
+                "agreement": cached[2], "pairs": store.n_pairs()}
 
     def export_annotations(self, path: str | Path | None = None) -> tuple[Path, int]:
-        """Write the annotations as TRL preference JSONL (prompt/chosen/rejected); returns (path, pairs)."""
+        """Write the annotations as TRL preference JSONL (prompt/chosen/rejected); returns (path, pairs).
+        ``collected_annotations.json`` is brought up to date too."""
+        self.annotations.flush()
         return self.annotations.export_trl(path or self.output_dir / "annotations_trl.jsonl")
 
     # training jobs
@@ -474,8 +556,10 @@ class AlignmentComparisonManager:
             integer = name in ("max_steps", "batch_size", "lora_r", "group_size")
             try:
                 number = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name.replace('_', ' ')} must be a number; got {value!r}") from None
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError(f"{name.replace('_', ' ')} must be a number; got {str(value)[:40]!r}") from None
+            if not math.isfinite(number):
+                raise ValueError(f"{name.replace('_', ' ')} must be a finite number; got {str(value)[:40]!r}")
             if integer and number != int(number):
                 raise ValueError(f"{name.replace('_', ' ')} must be a whole number; got {value!r}")
             out[self.SETTING_FIELDS[name][method]] = int(number) if integer else number
@@ -557,13 +641,15 @@ class AlignmentComparisonManager:
 
         return ArenaVotes(self.output_dir / "arena_votes.json")
 
-    def arena_round(self, prompt: str, seed: int | None = None) -> dict:
-        """Two anonymous answers to ``prompt`` from two different models, in random order.
+    def arena_round(self, prompt: str, voter: str = "", seed: int | None = None) -> dict:
+        """Two anonymous answers to ``prompt`` from two different models, in random order, for ``voter``.
 
-        Returns ``{"prompt", "answers": [a, b], "models": [model_a, model_b]}`` (the UI keeps ``models`` hidden
-        until the vote). Raises ValueError with fewer than two models to compare.
+        The server remembers which models answered under a random ``round_id`` (at most ``ARENA_OPEN_ROUNDS``
+        open rounds, oldest dropped); only ``arena_vote`` with that id, by the same voter, once, reveals them.
+        Returns ``{"round_id", "prompt", "answers": [a, b]}``. Raises ValueError with fewer than two models.
         """
         import random
+        import secrets
 
         names = ["base", *self.trained_policies()]
         if len(names) < 2:
@@ -571,8 +657,37 @@ class AlignmentComparisonManager:
         rng = random.Random(seed)
         pair = rng.sample(names, 2)
         answers = self.compare_models(prompt, models=pair, seed=rng.randrange(10**6))
-        return {"prompt": prompt, "answers": [answers[pair[0]]["response"], answers[pair[1]]["response"]],
-                "models": pair}
+        round_id = secrets.token_urlsafe(16)
+        with self._arena_lock:
+            self._arena_rounds[round_id] = {"voter": voter, "prompt": prompt.strip(), "models": pair}
+            while len(self._arena_rounds) > self.ARENA_OPEN_ROUNDS:
+                self._arena_rounds.popitem(last=False)
+        return {"round_id": round_id, "prompt": prompt.strip(),
+                "answers": [answers[pair[0]]["response"], answers[pair[1]]["response"]]}
+
+    ARENA_OPEN_ROUNDS = 5000
+
+    def arena_vote(self, round_id: str, winner: str, voter: str = "") -> dict:
+        """Record ``voter``'s vote (``"A"``, ``"B"`` or ``"tie"``) on a round the server handed to them.
+
+        Returns ``{"models": [model_a, model_b], "vote", "leaderboard"}``.
+
+        Raises:
+            ValueError: an unknown winner; a round id the server never issued, already voted on, or issued to
+                another voter (the round stays open for its owner in that case).
+        """
+        from alignment.arena import ARENA_VOTES
+
+        if winner not in ARENA_VOTES:
+            raise ValueError(f"Vote must be one of {', '.join(ARENA_VOTES)}; got {winner!r}")
+        with self._arena_lock:
+            rnd = self._arena_rounds.get(round_id) if isinstance(round_id, str) else None
+            if rnd is None or rnd["voter"] != voter:
+                raise ValueError("Unknown or already used blind pair: ask for a new pair, then vote once")
+            del self._arena_rounds[round_id]
+        vote = self.arena.add(rnd["prompt"], rnd["models"][0], rnd["models"][1], winner, voter)
+        return {"models": rnd["models"], "vote": vote,
+                "leaderboard": self.arena.leaderboard(["base", *self.trained_policies()])}
 
     def judge(self):
         """The configured ``Judge`` (``.env`` / environment), or None with ``JudgeConfig.describe()`` saying why."""
@@ -598,7 +713,8 @@ class AlignmentComparisonManager:
         from ui.annotate_tab import create_annotate_tab
 
         with gr.Blocks(title="Preference annotation") as demo:
-            create_annotate_tab(self)
+            tab = create_annotate_tab(self)
+            demo.load(tab["fill_identity"], None, tab["annotator"], api_visibility="private")
         return demo
 
     def create_comparison_demo(self):
@@ -608,7 +724,8 @@ class AlignmentComparisonManager:
         from ui.compare_tab import create_compare_tab
 
         with gr.Blocks(title="Model comparison") as demo:
-            create_compare_tab(self)
+            tab = create_compare_tab(self)
+            demo.load(tab["fill_identity"], None, tab["voter"], api_visibility="private")
         return demo
 
 

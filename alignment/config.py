@@ -10,6 +10,8 @@ Every method shares ``CommonConfig``: same base model, LoRA settings, step budge
 
 from __future__ import annotations
 
+import math
+import typing
 from dataclasses import asdict, dataclass, fields
 
 METHODS = ("reward", "dpo", "ppo", "grpo")
@@ -18,6 +20,36 @@ METHODS = ("reward", "dpo", "ppo", "grpo")
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(message)
+
+
+def _check_types_and_bounds(cfg) -> None:
+    """Every field has its declared type (an int field takes no float or bool, a float field a finite real
+    number) and lies within the class's ``BOUNDS`` (inclusive; merged along the class hierarchy). Settings come
+    from browsers and API clients, so this runs before any other check: ``1e9``, ``inf`` or ``"8"`` never reach
+    a trainer."""
+    hints = typing.get_type_hints(type(cfg))
+    bounds: dict = {}
+    for klass in reversed(type(cfg).__mro__):
+        bounds.update(getattr(klass, "BOUNDS", {}))
+    for f in fields(cfg):
+        value, hint = getattr(cfg, f.name), hints[f.name]
+        optional = type(None) in typing.get_args(hint)
+        base = next((t for t in typing.get_args(hint) if t is not type(None)), hint) if optional else hint
+        if value is None:
+            _check(optional, f"{f.name} must be set")
+            continue
+        if base is bool:
+            _check(isinstance(value, bool), f"{f.name} must be true or false, got {value!r}")
+        elif base is int:
+            _check(isinstance(value, int) and not isinstance(value, bool), f"{f.name} must be a whole number, got {value!r}")
+        elif base is float:
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                   f"{f.name} must be a finite number, got {value!r}")
+        elif base is str:
+            _check(isinstance(value, str), f"{f.name} must be a string, got {value!r}")
+        if f.name in bounds:
+            lo, hi = bounds[f.name]
+            _check(lo <= value <= hi, f"{f.name} must be between {lo:g} and {hi:g}, got {value!r}")
 
 
 @dataclass
@@ -48,6 +80,16 @@ class CommonConfig:
             benchmark's unoptimised baseline.
     """
 
+    # Inclusive bounds of every numeric setting a student can set (browser, API or --set). They keep one job
+    # within what this 2-core, 24 GiB server holds and a class period allows: 300 steps of the slowest method
+    # (PPO, about 6 s per 8-prompt step here) take about 30 min; a batch of 32 pairs of 64 + 32 tokens, or 64
+    # sampled answers per step, stays within a few GiB (see README "Settings and their bounds").
+    BOUNDS = {
+        "max_steps": (1, 300), "learning_rate": (1e-7, 0.1), "batch_size": (1, 32), "lora_r": (1, 64),
+        "lora_alpha": (1, 256), "max_prompt_length": (16, 512), "max_completion_length": (4, 256),
+        "seed": (0, 2**31 - 1), "logging_steps": (1, 300), "missing_eos_penalty": (0.0, 10.0),
+    }
+
     max_steps: int = 30
     learning_rate: float = 1e-4
     batch_size: int = 4
@@ -63,6 +105,7 @@ class CommonConfig:
     response_logits_only: bool = True
 
     def __post_init__(self) -> None:
+        _check_types_and_bounds(self)
         _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
         _check(0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
@@ -91,6 +134,8 @@ class RewardModelConfig(CommonConfig):
             (Eisenstein et al. 2023); None disables it.
     """
 
+    BOUNDS = {"center_rewards_coefficient": (0.0, 10.0)}
+
     learning_rate: float = 5e-4
     batch_size: int = 4
     center_rewards_coefficient: float | None = 0.01
@@ -109,6 +154,8 @@ class DPOConfig(CommonConfig):
         beta: strength of the implicit KL constraint (Rafailov et al. 2023, Eq. 7).
         loss_type: ``"sigmoid"`` (DPO) or ``"ipo"`` (Azar et al. 2023).
     """
+
+    BOUNDS = {"beta": (1e-4, 10.0)}
 
     learning_rate: float = 1e-4
     batch_size: int = 4
@@ -143,6 +190,10 @@ class PPOConfig(CommonConfig):
         temperature: sampling temperature; logprobs use logits / temperature everywhere.
         value_lr_multiplier: the value head learns faster than LoRA (it starts from zero).
     """
+
+    BOUNDS = {"kl_coef": (0.0, 10.0), "target_kl": (0.01, 100.0), "kl_horizon": (1, 10**6),
+              "cliprange_value": (0.01, 10.0), "vf_coef": (0.0, 10.0), "ppo_epochs": (1, 8),
+              "num_mini_batches": (1, 32), "temperature": (0.05, 2.0), "value_lr_multiplier": (0.0, 100.0)}
 
     learning_rate: float = 2e-4
     batch_size: int = 8
@@ -190,6 +241,10 @@ class GRPOConfig(CommonConfig):
         temperature: sampling temperature.
     """
 
+    # batch_size x num_generations answers are sampled and scored per step: at most 64 (MAX_COMPLETIONS_PER_STEP)
+    BOUNDS = {"batch_size": (1, 16), "num_generations": (2, 16), "beta": (0.0, 10.0), "temperature": (0.05, 2.0)}
+    MAX_COMPLETIONS_PER_STEP = 64
+
     learning_rate: float = 5e-4
     batch_size: int = 2
     num_generations: int = 4
@@ -202,6 +257,9 @@ class GRPOConfig(CommonConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(self.num_generations >= 2, f"num_generations (group size) must be >= 2, got {self.num_generations}")
+        _check(self.batch_size * self.num_generations <= self.MAX_COMPLETIONS_PER_STEP,
+               f"batch_size x num_generations (answers sampled per step) must be at most "
+               f"{self.MAX_COMPLETIONS_PER_STEP}, got {self.batch_size} x {self.num_generations}")
         _check(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         _check(0 < self.epsilon < 1, f"epsilon must be in (0, 1), got {self.epsilon}")
         _check(self.loss_type in ("grpo", "dr_grpo"), f"loss_type must be 'grpo' or 'dr_grpo', got {self.loss_type!r}")

@@ -49,8 +49,10 @@ def hh_path():
     return HH_PATH
 
 
-def launch_app(output_dir, **manager_kwargs):
-    """The full Gradio app on the tiny model, served in this process on a free port; returns (manager, demo, url)."""
+def launch_app(output_dir, launch_kwargs=None, **manager_kwargs):
+    """The full Gradio app on the tiny model, served in this process on a free port; returns (manager, demo, url).
+
+    ``launch_kwargs``: extra ``launch()`` arguments, e.g. ``ui.login_guard.guarded_launch_kwargs(auth)``."""
     import app
     from class7_1 import AlignmentComparisonManager
     from ui import LAUNCH_KWARGS, create_app
@@ -58,14 +60,19 @@ def launch_app(output_dir, **manager_kwargs):
     manager = AlignmentComparisonManager("tiny", output_dir=output_dir, preset="quick", **manager_kwargs)
     demo = create_app(manager)
     demo.queue(default_concurrency_limit=1).launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
-                                                   allowed_paths=[str(output_dir)], **LAUNCH_KWARGS)
+                                                   allowed_paths=[str(output_dir)],
+                                                   **{**LAUNCH_KWARGS, **(launch_kwargs or {})})
     assert app  # app.py imports cleanly
     return manager, demo, demo.local_url
 
 
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory):
+    """(manager, url); the Data tab may read the project's data/, the output folder and ``manager.data_dirs[-1]``
+    (a tmp data folder for the tests' files)."""
+    from alignment.data import DATA_DIR
+
     out = tmp_path_factory.mktemp("app")
-    manager, demo, url = launch_app(out)
+    manager, demo, url = launch_app(out, data_dirs=[DATA_DIR, tmp_path_factory.mktemp("data")])
     yield manager, url
     demo.close()

@@ -37,7 +37,7 @@ def test_annotate_through_the_api(served_app, client):
     assert len(item["responses"]) == 2 and item["index"] == 0
     rec = client.predict({**item, "annotator": "ana", "choice": "B", "rationale": "more polite"},
                          api_name="/submit_annotation")
-    stored = json.loads(manager.annotations.path.read_text())["annotations"]
+    stored = json.loads(manager.annotations.flush().read_text())["annotations"]
     assert stored[-1] == rec and rec["responses"] == item["responses"] and rec["rationale"] == "more polite"
     assert client.predict("ana", "pairwise", 4, api_name="/annotation_item")["index"] == 1  # next item
     assert client.predict("ben", "pairwise", 4, api_name="/annotation_item")["item_id"] == item["item_id"]
@@ -70,9 +70,11 @@ def test_train_compare_vote_report(served_app, client):
     again = client.predict("Name a primary color.", 12, 0.7, 3, api_name="/compare")
     assert again == answers  # identical decoding settings -> identical answers
 
-    board = client.predict("p", "dpo", "base", "A", "ana", api_name="/arena_vote")
-    board = client.predict("p", "base", "dpo", "B", "ben", api_name="/arena_vote")
-    top = board[0]
+    for voter in ("ana", "ben"):  # each vote for DPO, wherever the server placed it
+        rnd = client.predict("Name a primary color.", voter, api_name="/arena_round")
+        res = client.predict(rnd["round_id"], "A" if res_first(rnd, manager) == "dpo" else "B", voter,
+                             api_name="/arena_vote")
+    top = res["leaderboard"][0]
     assert top["model"] == "dpo" and top["wins"] == 2 and top["games"] == 2
 
     text, headline, files, *plots = client.predict(api_name="/build_report")
@@ -83,6 +85,11 @@ def test_train_compare_vote_report(served_app, client):
     report = json.loads((manager.output_dir / "alignment_comparison_report.json").read_text())
     assert set(report["evaluation"]["models"]) == {"base", "dpo"}
     assert report["methods"]["dpo"]["status"] == "completed"
+
+
+def res_first(rnd, manager) -> str:
+    """The model behind answer 1 of an open arena round (server-side state, as the test's referee)."""
+    return manager._arena_rounds[rnd["round_id"]]["models"][0]
 
 
 def test_failed_training_leaves_the_app_working(served_app, client, monkeypatch):
@@ -111,15 +118,16 @@ def test_bradley_terry_and_elo_on_hand_made_votes():
     assert r == {"x": 1016.0, "y": 984.0}
 
 
-def test_bad_dataset_file_names_the_line_and_keeps_the_old_data(served_app, client, tmp_path):
+def test_bad_dataset_file_names_the_line_and_keeps_the_old_data(served_app, client):
     manager, _ = served_app
     before = len(manager.dataset_rows())
-    bad = tmp_path / "bad.jsonl"
+    folder = manager.data_dirs[-1].root  # the Data tab reads only files inside the data folders
+    bad = folder / "bad.jsonl"
     bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "oops"\n')
     status, *_ = client.predict("file path", str(bad), None, 0, api_name="/load_dataset")
     assert status.startswith("⚠️") and "line 2" in status and "previous dataset" in status
     assert len(manager.dataset_rows()) == before
-    good = tmp_path / "good.jsonl"
+    good = folder / "good.jsonl"
     good.write_text("".join(f'{{"prompt": "q{i}", "chosen": "yes {i}", "rejected": "no {i}"}}\n' for i in range(20))
                     + '{"prompt": "q", "chosen": "same", "rejected": "same"}\n')
     status, preview, *_ = client.predict("file path", str(good), None, 0, api_name="/load_dataset")

@@ -53,7 +53,7 @@ def test_student_annotates_trains_and_compares(served_app, page):
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("1")  # "A is better"
     page.get_by_text("Saved (pairwise: A)").wait_for()
-    records = json.loads(manager.annotations.path.read_text())["annotations"]
+    records = json.loads(manager.annotations.flush().read_text())["annotations"]
     mine = [r for r in records if r["annotator"] == "browser-student"]
     assert len(mine) == 1 and mine[0]["choice"] == "A" and mine[0]["responses"][0] == shown
 

@@ -38,13 +38,15 @@ def create_app(manager) -> gr.Blocks:
             with gr.Tab("2 · Data", id="data"):
                 data = create_data_tab(manager)
             with gr.Tab("3 · Annotate", id="annotate"):
-                create_annotate_tab(manager)
+                annotate = create_annotate_tab(manager)
             with gr.Tab("4 · Train", id="train"):
                 create_train_tab(manager)
             with gr.Tab("5 · Compare", id="compare"):
-                create_compare_tab(manager)
+                compare = create_compare_tab(manager)
             with gr.Tab("6 · Report", id="report"):
                 report = create_report_tab(manager)
+        for tab in (annotate, compare):  # under --auth the login is the name, read-only
+            demo.load(tab["fill_identity"], None, tab.get("annotator") or tab["voter"], api_visibility="private")
         demo.load(lambda: data_tab.refresh(manager), None, [data["status"], data["preview"], data["hist"], data["stats"]],
                   api_visibility="private")
         demo.load(lambda: report_tab.refresh(manager), None,

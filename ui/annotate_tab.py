@@ -2,7 +2,11 @@
 
 Items come from the loaded dataset (every student gets the same items in the same order, so agreement can be
 measured) or from live base-model generations for a prompt the student types. Every submission goes through
-``manager.submit_annotation`` into ``collected_annotations.json`` (locked, atomic writes).
+``manager.submit_annotation`` (validated, stored in SQLite, exported to ``collected_annotations.json``).
+
+Identity: under ``--auth`` the annotator is the login (``gr.Request.username``), shown and not editable; every
+handler takes it from the request, never from the page, so nobody annotates or undoes as somebody else. Without
+``--auth`` the typed name is used and the page says that names are not verified.
 
 Keyboard: 1 = A better, 2 = B better, 3 = tie, 4 = both bad, 5 = skip, n = next item, u = undo (while the
 focus is not in a text box).
@@ -12,9 +16,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from alignment.annotations import render_prompt
+from alignment.annotations import StoreBusy, render_prompt
 
-from .common import error_text
+from .common import error_text, identity, md_escape
 
 MAX_K = 6
 CHOICES = [("A is better", "A", "ann-a"), ("B is better", "B", "ann-b"), ("Tie", "tie", "ann-tie"),
@@ -53,7 +57,8 @@ def _stats(manager, annotator: str):
              f"items, Krippendorff's alpha = {_f(ag['pairwise']['alpha'])}; rankings {ag['ranking']['shared_items']} "
              f"items, alpha (ordinal) = {_f(ag['ranking']['alpha'])}."]
     for k in ag["pairwise"]["kappa"]:
-        lines.append(f"- Cohen's kappa {k['annotators'][0]} vs {k['annotators'][1]}: {_f(k['kappa'])} ({k['n_items']} items)")
+        a, b = (md_escape(n) for n in k["annotators"])
+        lines.append(f"- Cohen's kappa {a} vs {b}: {_f(k['kappa'])} ({k['n_items']} items)")
     lines.append("\n*1 = perfect agreement, 0 = chance, below 0 = systematic disagreement; undefined (–) with too few "
                  "shared items or no variation.*")
     progress = (f"You: **{mine}** annotations · everyone: **{s['total']}** records from {len(s['counts'])} annotators "
@@ -69,7 +74,8 @@ def create_annotate_tab(manager) -> dict:
     gr.Markdown("## Annotate preferences\nYour choices become training data for the reward model and DPO "
                 "(Data tab → *collected annotations*).")
     with gr.Row():
-        annotator = gr.Textbox(label="Your name (annotator)", placeholder="e.g. ana", scale=2)
+        annotator = gr.Textbox(label="Your name (annotator)", placeholder="e.g. ana", scale=2, max_length=64,
+                               info="Not verified: anyone can type any name. With a login the name is your login.")
         mode = gr.Radio(["pairwise", "ranking"], value="pairwise", label="Mode", scale=2)
         k = gr.Slider(3, MAX_K, value=4, step=1, label="Answers to rank (K)", visible=False, scale=1)
     with gr.Row():
@@ -120,7 +126,8 @@ def create_annotate_tab(manager) -> dict:
             return [done, "", ""] + [""] * MAX_K + [None] * MAX_K + [gr.update()] * MAX_K + [gr.update(), gr.update()]
         n = len(it["responses"])
         where = f"item {it['index'] + 1} of {it['total']}" if it.get("index") is not None else "live generation"
-        head = f"**Prompt** ({it['category']}, {where}):\n\n> " + render_prompt(it["prompt"]).replace("\n", "\n> ")
+        head = (f"**Prompt** ({md_escape(it['category'])}, {where}):\n\n> "
+                + md_escape(render_prompt(it["prompt"])).replace("\n", "\n> "))
         ranking = n > 2 or it.get("mode") == "ranking"
         a, b = (it["responses"] + ["", ""])[:2]
         boxes = [it["responses"][i] if i < n else "" for i in range(MAX_K)]
@@ -128,19 +135,19 @@ def create_annotate_tab(manager) -> dict:
         rows = [gr.update(visible=i < n) for i in range(MAX_K)]
         return ([head, a, b] + boxes + sels + rows + [gr.update(visible=not ranking), gr.update(visible=ranking)])
 
-    def load_next(name, m, kk, src, text):
+    def load_next(name, m, kk, src, text, request: gr.Request):
         try:
-            it = manager.annotation_item((name or "").strip(), m, int(kk), src, text)
+            it = manager.annotation_item(identity(request, name), m, int(kk), src, text)
             it["mode"] = m
             return [it, ""] + show_item(it)
         except Exception as exc:
             return [gr.update(), error_text(exc)] + [gr.update()] * (3 + 3 * MAX_K + 2)
 
-    def submit(name, it, choice, why, ranks=None):
+    def submit(name, it, choice, why, request, ranks=None):
         """Store one answer; a validation problem raises ``gr.Error`` (a message, and no next item is loaded)."""
         if not it or not it.get("responses"):
             raise gr.Error("Load an item first")
-        rec = {"annotator": name, "item_id": it["item_id"], "prompt": it["prompt"], "responses": it["responses"],
+        rec = {"annotator": identity(request, name), "item_id": it["item_id"], "prompt": it["prompt"], "responses": it["responses"],
                "category": it["category"], "source": it["source"], "rationale": why}
         try:
             if ranks is not None:
@@ -153,21 +160,26 @@ def create_annotate_tab(manager) -> dict:
                 rec["ranking"] = sorted(range(n), key=lambda i: int(picked[i]))
             else:
                 rec["choice"] = choice
-            stored = manager.submit_annotation(rec)
-        except ValueError as exc:
+            stored = manager.submit_annotation(rec, user=identity(request))
+        except (ValueError, StoreBusy) as exc:
             raise gr.Error(str(exc)) from exc
         return f"✅ Saved ({stored['mode']}: {stored.get('choice') or 'ranking'}) as record `{stored['id'][:8]}`.", ""
 
-    def do_undo(name):
-        name = (name or "").strip()
-        if not name:
-            return error_text(ValueError("Enter your name to undo your own last answer"))
-        removed = manager.annotations.undo_last(name)
+    def do_undo(name, request: gr.Request):
+        try:
+            removed = manager.undo_annotation(identity(request, name))
+        except (ValueError, StoreBusy) as exc:
+            return error_text(exc)
         return (f"↩️ Removed your last answer (record `{removed['id'][:8]}`)." if removed
                 else "Nothing to undo: you have no saved answers.")
 
-    def refresh(name):
-        return _stats(manager, (name or "").strip())
+    def refresh(name, request: gr.Request):
+        return _stats(manager, identity(request, name))
+
+    def fill_identity(request: gr.Request):
+        """Under --auth: the login as the (read-only) annotator name."""
+        user = identity(request)
+        return gr.update(value=user, interactive=False, info="Your login.") if user else gr.update()
 
     def do_export():
         path, n = manager.export_annotations()
@@ -175,10 +187,18 @@ def create_annotate_tab(manager) -> dict:
 
     def use_as_dataset():
         try:
-            ds = manager.set_dataset(str(manager.annotations.path))
+            ds = manager.use_annotations_as_dataset()
             return f"✅ Training data is now the collected annotations: {ds['load_report']['kept']} pairs."
         except Exception as exc:
             return error_text(exc) + " (the previous dataset stays in use)"
+
+    def choice_handler(value):
+        def handler(request: gr.Request, name, it, why):
+            return submit(name, it, value, why, request)
+        return handler
+
+    def submit_ranking(request: gr.Request, name, it, why, *ranks):
+        return submit(name, it, None, why, request, list(ranks))
 
     # ------------------------------------------------------------------ wiring
     item_outputs = [prompt_md, resp_a, resp_b, *rank_boxes, *rank_sel, *rank_rows, pair_group, rank_group]
@@ -187,39 +207,53 @@ def create_annotate_tab(manager) -> dict:
     source.change(lambda s: gr.update(visible=s == "generated"), source, own_prompt, api_visibility="private")
     next_btn.click(load_next, [annotator, mode, k, source, own_prompt], [item, status, *item_outputs],
                    api_visibility="private").then(refresh, annotator, stats_outputs, api_visibility="private")
-    for _, value, _ in CHOICES:
-        btn = choice_btns[[c[1] for c in CHOICES].index(value)]
-        btn.click(lambda name, it, why, v=value: submit(name, it, v, why), [annotator, item, rationale],
-                  [status, rationale], api_visibility="private", concurrency_limit=None).success(
-            load_next, [annotator, mode, k, source, own_prompt], [item, gr.State(), *item_outputs],
-            api_visibility="private").then(refresh, annotator, stats_outputs, api_visibility="private")
-    submit_rank.click(lambda name, it, why, *r: submit(name, it, None, why, list(r)), [annotator, item, rationale, *rank_sel],
-                      [status, rationale], api_visibility="private", concurrency_limit=None).success(
-        load_next, [annotator, mode, k, source, own_prompt], [item, gr.State(), *item_outputs],
-        api_visibility="private").then(refresh, annotator, stats_outputs, api_visibility="private")
+    after_submit = dict(fn=load_next, inputs=[annotator, mode, k, source, own_prompt],
+                        outputs=[item, gr.State(), *item_outputs], api_visibility="private")
+    for (_, value, _), btn in zip(CHOICES, choice_btns):
+        btn.click(choice_handler(value), [annotator, item, rationale], [status, rationale], api_visibility="private",
+                  concurrency_limit=None).success(**after_submit).then(refresh, annotator, stats_outputs,
+                                                                       api_visibility="private")
+    submit_rank.click(submit_ranking, [annotator, item, rationale, *rank_sel], [status, rationale],
+                      api_visibility="private", concurrency_limit=None).success(**after_submit).then(
+        refresh, annotator, stats_outputs, api_visibility="private")
     undo.click(do_undo, annotator, status, api_visibility="private").then(refresh, annotator, stats_outputs,
                                                                           api_visibility="private")
     annotator.submit(refresh, annotator, stats_outputs, api_visibility="private")
     export_btn.click(do_export, None, [export_file, status], api_name="export_annotations")
     use_btn.click(use_as_dataset, None, status, api_visibility="private")
 
-    # API for scripts and gradio_client: the same manager calls as the buttons
-    def annotation_item(annotator: str, mode: str = "pairwise", k: int = 4) -> dict:
-        """The next dataset item for ``annotator`` (``{"item_id", "prompt", "responses", ...}``)."""
-        return manager.annotation_item(annotator, mode, k)
+    # API for scripts and gradio_client: the same manager calls as the buttons, with the same identity rules
+    def annotation_item(annotator: str, mode: str = "pairwise", k: int = 4, request: gr.Request = None) -> dict:
+        """The next dataset item for ``annotator`` (the login under --auth): ``{"item_id", "prompt", "responses", ...}``."""
+        try:
+            return manager.annotation_item(identity(request, annotator), mode, k)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
 
-    def submit_annotation(record: dict) -> dict:
-        """Store one annotation record (annotator, prompt, responses, choice or ranking, rationale)."""
-        return manager.submit_annotation(record)
+    def submit_annotation(record: dict, request: gr.Request = None) -> dict:
+        """Store one annotation record (annotator, prompt, responses, choice or ranking, rationale). Under --auth the
+        annotator is the login. A bad record is refused with a message naming the field."""
+        try:
+            return manager.submit_annotation(record, user=identity(request))
+        except (ValueError, StoreBusy) as exc:
+            raise gr.Error(str(exc)) from exc
 
-    def annotation_stats(annotator: str = "") -> dict:
-        s = manager.annotation_summary(annotator or None)
+    def undo_annotation(annotator: str = "", request: gr.Request = None) -> dict:
+        """Remove the caller's own last annotation (the login under --auth); ``{"removed": record or None}``."""
+        try:
+            return {"removed": manager.undo_annotation(identity(request, annotator))}
+        except (ValueError, StoreBusy) as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def annotation_stats(annotator: str = "", request: gr.Request = None) -> dict:
+        s = manager.annotation_summary(identity(request, annotator) or None)
         return {"total": s["total"], "counts": s["counts"], "agreement": s["agreement"], "pairs": s["pairs"]}
 
     gr.api(annotation_item, api_name="annotation_item")
-    gr.api(submit_annotation, api_name="submit_annotation", concurrency_limit=None)
-    gr.api(annotation_stats, api_name="annotation_stats")
-    return {"annotator": annotator, "mode": mode, "k": k, "source": source, "own_prompt": own_prompt,
+    gr.api(submit_annotation, api_name="submit_annotation", concurrency_limit=None, queue=False)
+    gr.api(undo_annotation, api_name="undo_annotation", concurrency_limit=None)
+    gr.api(annotation_stats, api_name="annotation_stats", concurrency_limit=None)
+    return {"annotator": annotator, "fill_identity": fill_identity, "mode": mode, "k": k, "source": source, "own_prompt": own_prompt,
             "next": next_btn, "prompt": prompt_md, "resp_a": resp_a, "resp_b": resp_b, "status": status,
             "undo": undo, "history": history, "agreement": agreement_md, "counts": counts, "export": export_btn,
             "export_file": export_file, **{f"choice_{v}": b for (_, v, _), b in zip(CHOICES, choice_btns)}}

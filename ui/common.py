@@ -1,19 +1,40 @@
-"""Small helpers shared by the tabs."""
+"""Small helpers shared by the tabs: identity, escaping, messages, progress bar."""
 
 from __future__ import annotations
 
+import html
+import re
+
+_MD_ACTIVE = re.compile(r"([\\`\[\]])")
+
+
+def md_escape(text) -> str:
+    """``text`` made inert inside Markdown or HTML: ``<&>`` become entities (no tag, frame or script), the
+    characters of links, images and code spans (``[ ] ` \\``) are backslash-escaped, and bare URLs are broken up
+    so they are not auto-linked; so a student's name, prompt or rationale can never become a link, an image or
+    markup on another student's page. Emphasis stays possible (harmless); newlines are kept."""
+    out = _MD_ACTIVE.sub(r"\\\1", html.escape(str(text), quote=False))
+    return out.replace("://", ":\\/\\/").replace("www.", "www\\.")
+
+
+def identity(request, typed: str | None = None) -> str:
+    """Who is calling: the login (``gr.Request.username``) under ``--auth``, otherwise the name typed in the page
+    (unverified; the page says so). Handlers pass the result to the manager, which checks ownership with it."""
+    user = getattr(request, "username", None) if request is not None else None
+    return user if user else (typed or "").strip()
+
 
 def error_text(exc: BaseException) -> str:
-    """A user-facing message for an exception (no traceback)."""
+    """A user-facing message for an exception (no traceback), escaped for Markdown."""
     msg = str(exc) or type(exc).__name__
-    return f"⚠️ {msg}"
+    return f"⚠️ {md_escape(msg)}"
 
 
 def progress_html(step: int, total: int, label: str = "") -> str:
     pct = 0 if not total else max(0, min(100, round(100 * step / total)))
     return (f"<div class='progress-outer' role='progressbar' aria-valuenow='{pct}'>"
             f"<div class='progress-inner' style='width:{pct}%'>{pct}%</div></div>"
-            f"<div style='font-size:12px'>{label}</div>")
+            f"<div style='font-size:12px'>{html.escape(label)}</div>")
 
 
 def fmt(value, digits: int = 3) -> str:

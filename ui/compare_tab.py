@@ -2,7 +2,9 @@
 
 Side by side: base and every trained policy answer one prompt with identical decoding settings (same seed),
 each with its reward-model score, length and KL to base. Arena: two anonymous answers, the student votes,
-identities are revealed after the vote, votes feed a Bradley-Terry/Elo leaderboard. Judge: an OpenAI-compatible
+identities are revealed after the vote, votes feed a Bradley-Terry/Elo leaderboard. The server hands out each pair
+under a random round id and accepts one vote per round, from the student it was handed to (the login under
+``--auth``), so votes cannot name arbitrary models or be repeated. Judge: an OpenAI-compatible
 model judges each trained model against base, in both orders.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .common import error_text, fmt
+from .common import error_text, fmt, identity
 
 MODELS = ["base", "dpo", "ppo", "grpo"]
 
@@ -50,7 +52,8 @@ def create_compare_tab(manager) -> dict:
                          label="Scores")
 
     with gr.Accordion("Blind arena: which answer is better?", open=True):
-        voter = gr.Textbox(label="Your name (optional)")
+        voter_name = gr.Textbox(label="Your name (optional)", max_length=64,
+                           info="Not verified: anyone can type any name. With a login the name is your login.")
         arena_go = gr.Button("New blind pair for this prompt", elem_id="arena-go")
         with gr.Row():
             ans1 = gr.Textbox(label="Answer 1", lines=6, interactive=False, elem_id="arena-1")
@@ -84,28 +87,32 @@ def create_compare_tab(manager) -> dict:
         note = "" if manager.reward_scorer_or_none() else "No reward model yet: train one in the Train tab for scores."
         return [note, *texts, rows, {"prompt": p.strip(), "answers": res}]
 
-    def new_pair(p):
+    def new_pair(p, who, request: gr.Request):
         try:
-            rnd = manager.arena_round(p)
+            rnd = manager.arena_round(p, identity(request, who))
         except Exception as exc:
             return error_text(exc), "", "", None
         return "Vote for the better answer; the models are revealed after your vote.", *rnd["answers"], rnd
 
-    def vote(state, who, winner):
+    def vote(state, who, winner, request):
         if not state:
             return "Ask for a blind pair first.", gr.update(), None
         try:
-            manager.arena.add(state["prompt"], state["models"][0], state["models"][1], winner, (who or "").strip())
+            res = manager.arena_vote(state["round_id"], winner, identity(request, who))
         except ValueError as exc:
-            return error_text(exc), gr.update(), state
-        a, b = state["models"]
+            return error_text(exc), gr.update(), None
+        a, b = res["models"]
         said = {"A": f"Answer 1 ({a})", "B": f"Answer 2 ({b})", "tie": "a tie"}[winner]
         return (f"You chose {said}. Answer 1 was **{a.upper()}**, answer 2 was **{b.upper()}**.",
-                leaderboard(), None)
+                _board_rows(res["leaderboard"]), None)
 
-    def leaderboard():
-        return [[r["model"], r["bradley_terry"], r["elo"], r["games"], r["wins"], r["ties"], r["losses"]]
-                for r in manager.arena.leaderboard(["base", *manager.trained_policies()])]
+    def vote_handler(winner):
+        def handler(request: gr.Request, state, who):
+            return vote(state, who, winner, request)
+        return handler
+
+    def _board_rows(board):
+        return [[r["model"], r["bradley_terry"], r["elo"], r["games"], r["wins"], r["ties"], r["losses"]] for r in board]
 
     def on_judge(state):
         judge, info = manager.judge()
@@ -128,23 +135,39 @@ def create_compare_tab(manager) -> dict:
     example.change(lambda e: e or gr.update(), example, prompt, api_visibility="private")
     go.click(on_compare, [prompt, max_tokens, temperature, seed],
              [cmp_status, *boxes.values(), table, last_answers], api_visibility="private")
-    arena_go.click(new_pair, prompt, [reveal, ans1, ans2, arena_state], api_visibility="private")
-    v1.click(lambda s, w: vote(s, w, "A"), [arena_state, voter], [reveal, board, arena_state], api_visibility="private")
-    vt.click(lambda s, w: vote(s, w, "tie"), [arena_state, voter], [reveal, board, arena_state], api_visibility="private")
-    v2.click(lambda s, w: vote(s, w, "B"), [arena_state, voter], [reveal, board, arena_state], api_visibility="private")
+    arena_go.click(new_pair, [prompt, voter_name], [reveal, ans1, ans2, arena_state], api_visibility="private")
+    for btn, winner in ((v1, "A"), (vt, "tie"), (v2, "B")):
+        btn.click(vote_handler(winner), [arena_state, voter_name], [reveal, board, arena_state], api_visibility="private")
     judge_go.click(on_judge, last_answers, [judge_info, judge_table], api_visibility="private")
 
     def compare(prompt: str, max_new_tokens: int = 32, temperature: float = 0.7, seed: int = 42) -> dict:
         """Answers of base and each trained policy: {model: {response, reward, length_tokens, kl_to_base}}."""
         return manager.compare_models(prompt, int(max_new_tokens), float(temperature), int(seed))
 
-    def arena_vote(prompt: str, model_a: str, model_b: str, winner: str, voter: str = "") -> list:
-        """Record a blind vote (winner 'A', 'B' or 'tie') and return the leaderboard."""
-        manager.arena.add(prompt, model_a, model_b, winner, voter)
-        return manager.arena.leaderboard(["base", *manager.trained_policies()])
+    def arena_round(prompt: str, voter: str = "", request: gr.Request = None) -> dict:
+        """A blind pair for ``prompt``: ``{"round_id", "prompt", "answers": [a, b]}`` (models hidden until the vote)."""
+        try:
+            return manager.arena_round(prompt, identity(request, voter))
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def arena_vote(round_id: str, winner: str, voter: str = "", request: gr.Request = None) -> dict:
+        """Vote once on a pair from ``/arena_round`` (winner 'A', 'B' or 'tie'), as the student it was handed to:
+        ``{"models": [a, b], "leaderboard": [...]}``."""
+        try:
+            res = manager.arena_vote(round_id, winner, identity(request, voter))
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
+        return {"models": res["models"], "leaderboard": res["leaderboard"]}
+
+    def fill_identity(request: gr.Request):
+        user = identity(request)
+        return gr.update(value=user, interactive=False, info="Your login.") if user else gr.update()
 
     gr.api(compare, api_name="compare")
-    gr.api(arena_vote, api_name="arena_vote")
+    gr.api(arena_round, api_name="arena_round")
+    gr.api(arena_vote, api_name="arena_vote", concurrency_limit=None)
     return {"example": example, "prompt": prompt, "go": go, "table": table, **{f"answer_{m}": b for m, b in boxes.items()},
             "arena_go": arena_go, "answer_1": ans1, "answer_2": ans2, "vote_1": v1, "vote_tie": vt, "vote_2": v2,
-            "reveal": reveal, "leaderboard": board, "judge": judge_go, "judge_table": judge_table}
+            "reveal": reveal, "leaderboard": board, "voter": voter_name, "fill_identity": fill_identity,
+            "judge": judge_go, "judge_table": judge_table}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from alignment.annotations import render_prompt
+from alignment.data import hub_allowed
 
-from .common import error_text
+from .common import error_text, md_escape
 
 SOURCES = ["built-in", "file path", "upload", "collected annotations", "hub dataset id"]
 
@@ -14,23 +15,40 @@ SOURCES = ["built-in", "file path", "upload", "collected annotations", "hub data
 def _summary(manager) -> tuple[str, list[list], object, dict]:
     ds = manager.datasets
     report = ds["load_report"]
-    skipped = "; ".join(f"{n} × {r} (first: row {report['first_skipped_row'][r]})" for r, n in report["skipped"].items())
-    text = (f"✅ **{report['kept']} pairs** from `{report['source']}` (format: {report['format']}) · "
+    skipped = "; ".join(f"{n} × {md_escape(r)} (first: row {report['first_skipped_row'][r]})"
+                        for r, n in report["skipped"].items())
+    text = (f"✅ **{report['kept']} pairs** from {md_escape(report['source'])} (format: {report['format']}) · "
             f"{len(ds['train'])} train / {len(ds['heldout'])} held-out" + (f"\n\nSkipped: {skipped}" if skipped else ""))
     rows = [[r["category"], render_prompt(r["prompt"])[:300], r["chosen"][:300], r["rejected"][:300]]
             for r in manager.dataset_rows()[:25]]
     return text, rows, manager.dataset_figure(), ds["statistics"]
 
 
+def _folders(manager, code: bool = True) -> str:
+    """``data/, outputs/``: the folders the path box may read, by their display names (no server paths)."""
+    return ", ".join(f"`{f.display}`" if code else f.display for f in manager.allowed_data_folders())
+
+
+def _where_text(manager) -> str:
+    hub = ("a hub dataset id (`owner/name`)" if hub_allowed()
+           else "hub dataset ids when the server is online (it is offline now)")
+    return (f"**File path** reads only files inside the data folders: {_folders(manager)} (the project's `data/`, "
+            "each `--data-dir` the teacher gave at launch, and the output folder with the collected annotations); "
+            "give a name relative to one of them, e.g. `preferences.jsonl`. Also accepted: `builtin`, " + hub + ". "
+            "Other files: upload them.")
+
+
 def create_data_tab(manager) -> dict:
     gr.Markdown("## Preference data\nEvery method trains on the same pairs: a **prompt**, a **chosen** answer "
                 "and a **rejected** answer. Accepted files: `.json`, `.jsonl`, `.jsonl.gz`, `.csv`, `.parquet` in "
                 "TRL format (prompt/chosen/rejected, plain or conversational), HH-RLHF transcripts, orca columns, "
-                "or this app's `collected_annotations.json`.")
+                "or this app's `collected_annotations.json`.\n\n" + _where_text(manager))
     with gr.Row():
         source = gr.Radio(SOURCES, value="built-in", label="Source")
         max_pairs = gr.Number(value=0, precision=0, minimum=0, label="Use at most N pairs (0 = all)")
-    path = gr.Textbox(label="File path or hub id", placeholder="../shared/data/hh-rlhf/harmless-base-test-1800.jsonl.gz")
+    path = gr.Textbox(label="File name (in a data folder) or hub id",
+                      placeholder="preferences.jsonl (a file in " + _folders(manager, code=False) + ")"
+                      + (" or a hub id, e.g. Anthropic/hh-rlhf" if hub_allowed() else ""))
     upload = gr.File(label="Upload a file", file_types=[".json", ".jsonl", ".gz", ".csv", ".parquet"])
     load = gr.Button("Load dataset", variant="primary")
     status = gr.Markdown()
@@ -46,11 +64,12 @@ def create_data_tab(manager) -> dict:
             elif src == "upload":
                 if up is None:
                     raise ValueError("Choose a file to upload first")
-                target = up if isinstance(up, str) else up.name
+                up = up if isinstance(up, str) else up.name  # a file in Gradio's upload cache
+                manager.set_dataset_upload(up, max_pairs=int(n) if n else None)  # messages name only its base name
+                return _summary(manager)
             elif src == "collected annotations":
-                if not manager.annotations.path.is_file():
-                    raise ValueError("No annotations yet: annotate some pairs in the Annotate tab first")
-                target = str(manager.annotations.path)
+                manager.use_annotations_as_dataset(int(n) if n else None)
+                return _summary(manager)
             else:
                 target = (p or "").strip()
                 if not target:

@@ -1,6 +1,7 @@
 """Preference datasets: load (any supported format), fit to the length budget, split, describe.
 
 Data flow: ``load_preference_dataset`` -> ``fit_to_length`` -> ``split_pairs`` -> trainers.
+What a browser or API user may load is confined by ``resolve_dataset_source`` (``alignment.data.sources``).
 """
 
 from __future__ import annotations
@@ -9,18 +10,21 @@ import json
 import statistics
 from pathlib import Path
 
-from .builtin import EVAL_PROMPTS_FILE, PREFERENCES_FILE, write_builtin
+from .builtin import DATA_DIR, EVAL_PROMPTS_FILE, PREFERENCES_FILE, write_builtin
 from .formats import BadRow, LoadReport, annotations_to_pairs, normalize_rows, read_rows
-
-BUILTIN = "builtin"
+from .sources import (BUILTIN, DataFolder, DisallowedSource, data_folders, display_path, hub_allowed, redact_paths,
+                      resolve_dataset_source)
 
 __all__ = [
-    "BUILTIN", "BadRow", "LoadReport", "annotations_to_pairs", "dataset_statistics", "fit_to_length",
-    "load_eval_prompts", "load_preference_dataset", "split_pairs", "to_trl_preference", "write_builtin",
+    "BUILTIN", "BadRow", "DATA_DIR", "DataFolder", "DisallowedSource", "LoadReport", "annotations_to_pairs",
+    "data_folders", "dataset_statistics", "display_path", "fit_to_length", "hub_allowed", "load_eval_prompts",
+    "load_preference_dataset", "redact_paths", "resolve_dataset_source", "skip_summary", "split_pairs",
+    "to_trl_preference", "write_builtin",
 ]
 
 
-def load_preference_dataset(source: str = BUILTIN, split: str = "train", max_pairs: int | None = None):
+def load_preference_dataset(source: str = BUILTIN, split: str = "train", max_pairs: int | None = None, *,
+                            name: str | None = None):
     """Load preference pairs from the built-in set, a local file or a hub dataset id.
 
     Args:
@@ -28,6 +32,8 @@ def load_preference_dataset(source: str = BUILTIN, split: str = "train", max_pai
             or a Hugging Face dataset id (needs internet), e.g. ``Anthropic/hh-rlhf``, ``Intel/orca_dpo_pairs``.
         split: split name for hub datasets.
         max_pairs: keep the first ``max_pairs`` valid pairs.
+        name: how the report names the source (default: the source as given; the app passes a name without
+            server paths).
 
     Returns:
         ``(rows, report)``: canonical rows (see ``alignment.data.formats``) and a ``LoadReport``.
@@ -42,11 +48,12 @@ def load_preference_dataset(source: str = BUILTIN, split: str = "train", max_pai
         name = "built-in (data/preferences.jsonl)"
     elif Path(source).expanduser().exists():
         raw, hint = read_rows(Path(source).expanduser())
-        name = str(source)
+        name = name or str(source)
     elif "/" in source and not source.startswith((".", "/")) and not Path(source).suffix:
         from datasets import load_dataset
 
-        raw, hint, name = load_dataset(source, split=split).to_list(), "hub", source
+        # hf://datasets/ makes datasets go to the hub even if a local folder of that name appears meanwhile
+        raw, hint, name = load_dataset(f"hf://datasets/{source}", split=split).to_list(), "hub", name or source
     else:
         raise FileNotFoundError(f"Dataset not found: {source!r} (expected 'builtin', a file path or a hub id)")
     rows, report = normalize_rows(raw, name)
@@ -100,19 +107,33 @@ def fit_to_length(rows: list[dict], tokenizer, max_prompt_tokens: int, max_respo
     return out
 
 
-def split_pairs(rows: list[dict], eval_fraction: float = 0.1, seed: int = 42, min_eval: int = 8):
+def skip_summary(report: LoadReport | None) -> str:
+    """``"90 skipped (prompt too long: 90)"``: how many rows the report skipped and why ("" when none)."""
+    if report is None or not report.skipped:
+        return ""
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in report.skipped.most_common())
+    return f"{sum(report.skipped.values())} skipped ({reasons})"
+
+
+def split_pairs(rows: list[dict], eval_fraction: float = 0.1, seed: int = 42, min_eval: int = 8,
+                report: LoadReport | None = None):
     """Deterministic train / held-out split (``datasets.Dataset.train_test_split`` with ``seed``).
+
+    Args:
+        report: the ``LoadReport`` of ``rows`` (loading and ``fit_to_length``); its skips go into the error.
 
     Returns:
         ``(train_rows, heldout_rows)``.
 
     Raises:
-        ValueError: fewer than ``2 * min_eval`` pairs.
+        ValueError: fewer than ``2 * min_eval`` pairs (with how many rows were skipped and why).
     """
     from datasets import Dataset
 
     if len(rows) < 2 * min_eval:
-        raise ValueError(f"Need at least {2 * min_eval} preference pairs, got {len(rows)}")
+        skipped = skip_summary(report)
+        raise ValueError(f"Need at least {2 * min_eval} preference pairs, got {len(rows)}"
+                         + (f": {skipped}" if skipped else ""))
     n_eval = max(min_eval, int(round(len(rows) * eval_fraction)))
     parts = Dataset.from_list(rows).train_test_split(test_size=n_eval, seed=seed)
     return parts["train"].to_list(), parts["test"].to_list()

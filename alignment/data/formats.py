@@ -123,6 +123,8 @@ def normalize_row(row: dict) -> dict:
     """One raw row -> canonical row. Raises ``BadRow`` with the skip reason."""
     if not isinstance(row, dict):
         raise BadRow("row is not an object")
+    if "_skip" in row:
+        raise BadRow(row["_skip"])
     fmt = detect_format(row)
     if fmt == "hh-rlhf":
         if not isinstance(row["rejected"], str):
@@ -152,18 +154,27 @@ def normalize_row(row: dict) -> dict:
             "category": str(row.get("category") or "general"), "_format": fmt}
 
 
-def annotations_to_pairs(records: list[dict]) -> list[dict]:
+def annotations_to_pairs(records: list, keep_skipped: bool = False) -> list[dict]:
     """Collected annotations -> preference rows.
 
     A pairwise record ``{"prompt", "responses": [a, b], "choice": "A"|"B"|...}`` gives one pair when the choice is
     A or B (ties, "both bad" and skips carry no preference). A ranking record ``{"prompt", "responses": [...],
     "ranking": [best index, ..., worst index]}`` gives every ordered pair (K*(K-1)/2 pairs).
+
+    A malformed record (not an object, responses not a list of strings, a ranking that is not a permutation of
+    the response indices) is skipped, never fatal; with ``keep_skipped`` it becomes a ``{"_skip": reason}`` row
+    that ``normalize_rows`` counts under that reason.
     """
     rows = []
     for rec in records:
-        prompt, responses = rec.get("prompt"), rec.get("responses") or []
-        category = rec.get("category") or "annotated"
-        if "ranking" in rec and rec["ranking"]:
+        reason = _malformed_annotation(rec)
+        if reason:
+            if keep_skipped:
+                rows.append({"_skip": f"malformed annotation ({reason})"})
+            continue
+        prompt, responses = rec.get("prompt"), rec["responses"]
+        category = rec.get("category") if isinstance(rec.get("category"), str) and rec.get("category") else "annotated"
+        if rec.get("ranking"):
             order = [responses[i] for i in rec["ranking"]]
             for i in range(len(order)):
                 for j in range(i + 1, len(order)):
@@ -173,6 +184,21 @@ def annotations_to_pairs(records: list[dict]) -> list[dict]:
             rows.append({"prompt": prompt, "chosen": responses[good], "rejected": responses[1 - good],
                          "category": category})
     return rows
+
+
+def _malformed_annotation(rec) -> str | None:
+    """Why ``rec`` cannot be read as an annotation record, or None when it can."""
+    if not isinstance(rec, dict):
+        return "not an object"
+    responses = rec.get("responses")
+    if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+        return "responses is not a list of strings"
+    ranking = rec.get("ranking")
+    if ranking:
+        if (not isinstance(ranking, list) or not all(type(i) is int for i in ranking)
+                or sorted(ranking) != list(range(len(responses))) or len(ranking) > 6):
+            return "ranking is not a permutation of the response indices"
+    return None
 
 
 def read_rows(path: str | Path) -> tuple[list[dict], str]:
@@ -205,7 +231,7 @@ def read_rows(path: str | Path) -> tuple[list[dict], str]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
         if isinstance(data, dict) and "annotations" in data:
-            return annotations_to_pairs(data["annotations"]), "collected-annotations"
+            return annotations_to_pairs(data["annotations"], keep_skipped=True), "collected-annotations"
         if isinstance(data, dict):
             data = data.get("data") or data.get("rows") or data.get("train") or []
         if not isinstance(data, list):

@@ -1,0 +1,155 @@
+"""A student on the classroom network cannot break the server, rig the numbers or act as somebody else.
+
+Each test drives the real app (tiny model) through gradio_client as an attacker would, with ``--auth`` where
+identity matters. Each one failed on the code before the hardening: bounded settings (1e9, Infinity),
+poisoned annotation records, a K=1000 ranking, markup in names, forged arena votes, undo as another student.
+"""
+
+import json
+import re
+
+import pytest
+from gradio_client import Client
+
+from conftest import launch_app
+
+SETTINGS = ["learning_rate", "max_steps", "batch_size", "beta", "clip_range", "group_size", "lora_r"]
+USERS = [("ana", "pw-ana"), ("ben", "pw-ben")]
+
+
+def _settings(**kw):
+    return [kw.get(name) for name in SETTINGS]
+
+
+@pytest.fixture(scope="module")
+def auth_app(tmp_path_factory):
+    from ui.login_guard import guarded_launch_kwargs
+
+    out = tmp_path_factory.mktemp("auth_app")
+    manager, demo, url = launch_app(out, launch_kwargs=guarded_launch_kwargs(USERS, failure_delay_s=0.0))
+    yield manager, url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def ana(auth_app):
+    return Client(auth_app[1], auth=USERS[0], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def ben(auth_app):
+    return Client(auth_app[1], auth=USERS[1], verbose=False)
+
+
+@pytest.mark.parametrize("method, settings, message", [
+    ("reward", dict(batch_size=1e9), "batch_size must be between 1 and 32"),
+    ("dpo", dict(batch_size=1e9), "batch_size must be between 1 and 32"),
+    ("grpo", dict(group_size=1e9), "num_generations must be between 2 and 16"),
+    ("grpo", dict(batch_size=16, group_size=16), "at most 64"),
+    ("dpo", dict(max_steps=1e9), "max_steps must be between 1 and 300"),
+    ("dpo", dict(max_steps="Infinity"), "finite"),  # JSON has no inf: clients send these as strings
+    ("dpo", dict(max_steps="1e999"), "finite"),
+    ("dpo", dict(learning_rate="1e999"), "finite"),
+    ("dpo", dict(learning_rate="NaN"), "finite"),
+    ("dpo", dict(batch_size="eight"), "must be a number"),
+    ("ppo", dict(beta=1e300), "kl_coef must be between"),
+    ("dpo", dict(lora_r=1e6), "lora_r must be between 1 and 64"),
+])
+def test_unbounded_settings_are_refused_with_a_message(ana, auth_app, method, settings, message):
+    manager = auth_app[0]
+    reply = ana.predict(method, "quick", *_settings(**settings), api_name="/start_training")
+    assert reply.startswith("⚠️") and message in reply, reply
+    assert manager.job is None  # nothing started
+
+
+def test_settings_bounds_hold_for_every_method():
+    from alignment.config import CONFIG_CLASSES, make_config
+
+    for method, cls in CONFIG_CLASSES.items():
+        make_config(method)  # the presets lie inside the bounds
+        make_config(method, "quick")
+        with pytest.raises(ValueError, match="whole number"):
+            make_config(method, max_steps=2.0)
+        with pytest.raises(ValueError, match="true or false"):
+            make_config(method, bf16="yes")
+        with pytest.raises(ValueError, match="between"):
+            make_config(method, max_completion_length=10**6)
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"item_id": ["a", "list"]}, "item_id"),
+    ({"responses": "ab"}, "responses"),
+    ({"rationale": "x" * 1_000_000}, "rationale"),
+    ({"choice": None, "ranking": [0.9, 1.5]}, "ranking"),
+    ({"choice": None, "ranking": "01"}, "ranking"),
+    ({"choice": None, "responses": [f"r{i}" for i in range(1000)], "ranking": list(range(1000))}, "at most 6"),
+])
+def test_poisoned_records_are_refused_with_their_message_and_stats_keep_working(ana, auth_app, patch, message):
+    from gradio_client.exceptions import AppError
+
+    item = ana.predict("ana", "pairwise", 4, api_name="/annotation_item")
+    with pytest.raises(AppError, match=message):
+        ana.predict({**item, "choice": "A", **patch}, api_name="/submit_annotation")
+    stats = ana.predict("", api_name="/annotation_stats")  # still answers for everybody
+    assert stats["total"] == auth_app[0].annotations.total()
+
+
+def test_markup_in_user_strings_is_escaped():
+    """Names, prompts and rationales reach other students' pages only as text."""
+    from ui.annotate_tab import _stats
+    from ui.common import error_text, md_escape
+
+    evil = "<a href=http://evil.example>Click</a> [x](http://evil.example) ![i](http://evil.example/i.png) <iframe"
+    out = md_escape(evil)
+    unescaped_bracket = re.compile(r"(?<!\\)[\[\]]")
+    assert "<a" not in out and "<iframe" not in out and not unescaped_bracket.search(out) and "http://" not in out
+    assert "&lt;a href" in out and r"\[x\]" in out
+    assert "<a" not in error_text(ValueError(evil))
+
+    class FakeManager:
+        def annotation_summary(self, annotator):
+            ag = {"pairwise": {"shared_items": 2, "alpha": 0.5,
+                               "kappa": [{"annotators": [evil, "ben"], "n_items": 2, "kappa": 0.5}]},
+                  "ranking": {"shared_items": 0, "alpha": None}}
+            return {"total": 2, "counts": {evil: 1, "ben": 1}, "history": [], "agreement": ag, "pairs": 1}
+
+    _, _, agreement_md, _ = _stats(FakeManager(), "ben")
+    assert "<a" not in agreement_md and "<iframe" not in agreement_md and not unescaped_bracket.search(agreement_md)
+
+
+def test_logged_in_student_annotates_and_undoes_only_as_themself(auth_app, ana, ben):
+    from gradio_client.exceptions import AppError
+
+    manager = auth_app[0]
+    item = ana.predict("", "pairwise", 4, api_name="/annotation_item")
+    mine = [ana.predict({**item, "choice": c}, api_name="/submit_annotation") for c in ("A", "B", "tie")]
+    assert all(r["annotator"] == "ana" for r in mine)  # the login, not a typed name
+    with pytest.raises(AppError, match="logged in as ben"):
+        ben.predict({**item, "annotator": "ana", "choice": "B"}, api_name="/submit_annotation")
+    assert ben.predict("ana", api_name="/undo_annotation") == {"removed": None}  # ben's own (none), not ana's
+    assert len(manager.annotations.history("ana")) >= 3
+    removed = ana.predict("ben", api_name="/undo_annotation")["removed"]  # the typed name is ignored
+    assert removed["id"] == mine[-1]["id"] and removed["annotator"] == "ana"
+
+
+def test_arena_votes_only_on_pairs_the_server_handed_out_once(auth_app, ana, ben):
+    from gradio_client.exceptions import AppError
+
+    manager = auth_app[0]
+    ana.predict("dpo", "quick", *_settings(max_steps=1), api_name="/start_training")
+    manager.job.thread.join(timeout=300)
+    assert "dpo" in manager.trained_policies()
+
+    with pytest.raises(AppError, match="Unknown or already used"):  # forged: models named by the client
+        ana.predict("forged-round", "A", "", api_name="/arena_vote")
+    rnd = ana.predict("Name a colour.", "", api_name="/arena_round")
+    assert set(rnd) == {"round_id", "prompt", "answers"} and len(rnd["answers"]) == 2  # models stay hidden
+    with pytest.raises(AppError, match="Unknown or already used"):  # a round handed to somebody else
+        ben.predict(rnd["round_id"], "B", "", api_name="/arena_vote")
+    res = ana.predict(rnd["round_id"], "A", "", api_name="/arena_vote")
+    assert sorted(res["models"]) == ["base", "dpo"]
+    with pytest.raises(AppError, match="Unknown or already used"):  # once
+        ana.predict(rnd["round_id"], "A", "", api_name="/arena_vote")
+    votes = json.loads((manager.output_dir / "arena_votes.json").read_text())["votes"]
+    assert len(votes) == 1 and votes[0]["voter"] == "ana"
+    assert {r["model"] for r in res["leaderboard"]} == {"base", "dpo"}

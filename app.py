@@ -58,18 +58,34 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
                    help="a folder whose files students may load in the Data tab (besides data/ and the output "
                         "folder); repeatable or comma-separated (default: $CLASS7_DATA_DIRS, comma-separated)")
+    p.add_argument("--teacher", default=os.environ.get("CLASS7_TEACHERS"), metavar="NAME[,NAME]",
+                   help="logins with the controls that affect everyone (class dataset, stopping others' trainings); "
+                        "default: $CLASS7_TEACHERS, else the first --auth user")
     p.add_argument("--output-dir", default="outputs")
     p.add_argument("--preset", default="classroom", choices=["classroom", "quick"])
     return p.parse_args(argv)
 
 
-def build(args):
+def parse_teachers(value: str | None, auth) -> list[str]:
+    """``--teacher`` names (comma-separated), each one of the ``--auth`` logins; default the first login."""
+    if not auth:
+        return []
+    users = [u for u, _ in auth]
+    names = [n.strip() for n in (value or "").split(",") if n.strip()] or users[:1]
+    unknown = [n for n in names if n not in users]
+    if unknown:
+        raise SystemExit(f"--teacher / CLASS7_TEACHERS: no --auth login named {', '.join(unknown)}")
+    return names
+
+
+def build(args, auth=None):
     """The manager and the Blocks app (model resolved and the shared generation model loaded)."""
     from class7_1 import AlignmentComparisonManager
     from ui import create_app
 
     manager = AlignmentComparisonManager(args.model, args.dataset, args.output_dir, args.preset,
-                                         data_dirs=[DATA_DIR, *parse_data_dirs(getattr(args, "data_dir", None))])
+                                         data_dirs=[DATA_DIR, *parse_data_dirs(getattr(args, "data_dir", None))],
+                                         teachers=parse_teachers(getattr(args, "teacher", None), auth))
     manager.setup_models()
     manager.load_preference_datasets()
     manager.policy_model()  # load once now, so the first click is not slow
@@ -85,7 +101,7 @@ def main(argv=None) -> int:
     from ui import LAUNCH_KWARGS
     from ui.login_guard import guarded_launch_kwargs
 
-    manager, demo = build(args)
+    manager, demo = build(args, auth)
     # With a login: failed logins limited per user and address, /gradio_api/cancel and /reset need a login
     # (ui/login_guard.py). Without one, just auth=None.
     demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share,

@@ -61,6 +61,8 @@ class AlignmentComparisonManager:
         eval_prompts: path of an evaluation prompt file (default ``data/eval_prompts.json``); ``max_eval_prompts``
             keeps the first N.
         annotations_path: the annotation file (default ``<output_dir>/collected_annotations.json``).
+        teachers: the logins with the controls that affect everyone (changing the class dataset, stopping
+            another student's training); without logins (no ``--auth``) everybody has them.
         data_dirs: the folders (paths or ``alignment.data.DataFolder``) whose files the app's users may load
             (``set_dataset``); default the project's ``data/``. ``output_dir`` and the annotation file are always
             allowed. ``dataset`` and ``load_preference_datasets`` are the teacher's own and may name any file.
@@ -69,8 +71,9 @@ class AlignmentComparisonManager:
     def __init__(self, model_name: str = DEFAULT_MODEL, dataset: str = BUILTIN, output_dir: str | Path = "outputs",
                  preset: str = "classroom", overrides: dict | None = None, max_pairs: int | None = None,
                  eval_prompts: str | None = None, max_eval_prompts: int | None = None, seed: int = 42,
-                 annotations_path: str | Path | None = None, data_dirs=None):
+                 annotations_path: str | Path | None = None, data_dirs=None, teachers=()):
         self.model_name, self.dataset_source = model_name, dataset
+        self.teachers = frozenset(teachers or ())
         self.dataset_name: str | None = None  # how the app names dataset_source (no server path); None: as given
         self.data_dirs = data_folders([DATA_DIR] if data_dirs is None else data_dirs)  # resolved once, here
         self.output_dir = Path(output_dir)
@@ -175,7 +178,11 @@ class AlignmentComparisonManager:
             else:
                 raise ValueError(f"Unknown method {method!r}")
             if model is not None:
-                extra["samples"] = self._write_samples(model, ctx.run_dir, cfg)
+                if ctx.stopped_early:  # Stop should end the run now: a stopped run keeps its adapter and metrics
+                    logger.info("%s stopped: no samples.json (it would take several seconds more)", method)
+                else:
+                    ctx.phase("writing samples")
+                    extra["samples"] = self._write_samples(model, ctx.run_dir, cfg)
         except BaseException as exc:
             info = ctx.fail(exc)
             self.results[method] = {**info, "history": ctx.history, "run_dir": str(ctx.run_dir)}
@@ -228,30 +235,50 @@ class AlignmentComparisonManager:
     def evaluate_alignment_methods(self, results: dict | None = None, progress=True) -> dict:
         """Generate for every evaluation prompt from base and each trained policy adapter; score, KL, win rates.
 
-        ``progress``: True for a terminal bar, False for none, or ``callback(fraction, description)`` (the app).
-        Raises RuntimeError without a trained policy or a reward model.
+        ``progress``: True for a terminal bar, False for none, or ``callback(fraction, description)`` (the app),
+        called as each phase starts and after every decoded token, log-ratio batch and scoring batch; the
+        description names the phase and its count ("2/4 generating answers: batch 1 of 1, token 20 of 48").
+        ``fraction`` (0-1) weighs the phases by their share of the evaluation's wall time on the classroom preset
+        (``alignment.evaluation.PROGRESS_SHARE``). Raises RuntimeError without a trained policy or a reward model.
         """
-        from alignment.evaluation import DecodingConfig, evaluate_models, load_policy_with_adapters
+        from alignment.evaluation import (PHASES, PROGRESS_SHARE, DecodingConfig, evaluate_models,
+                                          load_policy_with_adapters)
 
+        bar = _Bar("evaluation", 100, progress is True)
+        order = list(PROGRESS_SHARE)
+        starts = {ph: sum(PROGRESS_SHARE[q] for q in order[:i]) for i, ph in enumerate(order)}
+
+        def report(phase: str, done: float, total: float, detail: str = "") -> None:
+            f = starts[phase] + PROGRESS_SHARE[phase] * (done / total if total else 1.0)
+            desc = f"{order.index(phase) + 1}/{len(order)} {phase}" + (f": {detail}" if detail else "")
+            bar.update(max(0, round(100 * f) - bar.bar.n))
+            bar.set_postfix_str(desc)
+            if callable(progress):
+                progress(min(1.0, f), desc)
+
+        steps = self._configs["dpo"].max_completion_length
+
+        def step(phase: str, done: int, total: int) -> None:
+            if phase == PHASES[0]:  # decoded token steps, max_new_tokens per batch
+                batch = max(1, -(-done // steps))
+                token = done - (batch - 1) * steps
+                report(phase, done, total, f"batch {batch} of {total // steps}, token {token} of {steps}")
+            else:
+                report(phase, done, total, f"batch {done} of {total}")
+
+        report("loading models", 0, 3, "preference data and evaluation prompts")
         if self.datasets is None:
             self.load_preference_datasets()
         names = self.trained_policies()
         if not names:
             raise RuntimeError("Train at least one policy (DPO, PPO or GRPO) before evaluating")
+        report("loading models", 1, 3, "the reward model")
         scorer = self._reward_scorer()
+        report("loading models", 2, 3, "the base model and the " + ", ".join(m.upper() for m in names) + " adapters")
         policy = load_policy_with_adapters(load_causal_lm(self.source, self.tokenizer, seed=self.seed),
                                            {m: self.run_dir(m) / "adapter" for m in names})
-        decoding = DecodingConfig(max_new_tokens=self._configs["dpo"].max_completion_length, seed=self.seed)
-        bar = _Bar("evaluation", len(names) + 1, progress is True)
-        done: list[str] = []
-
-        def step(name):
-            done.append(name)
-            bar.set_postfix_str(name)
-            bar.update(1)
-            if callable(progress):
-                progress(len(done) / (len(names) + 1), f"evaluated {name}")
-
+        decoding = DecodingConfig(max_new_tokens=steps, seed=self.seed)
+        report(PHASES[0], 0, 1, f"{len(names) + 1} models x {len(self.datasets['eval_prompts'])} prompts")
         evaluation = evaluate_models(policy, self.tokenizer, scorer, self.datasets["eval_prompts"], ["base", *names],
                                      decoding, progress=step)
         bar.close()
@@ -298,6 +325,15 @@ class AlignmentComparisonManager:
     # ------------------------------------------------------------------------------------------ interactive (app)
     # Everything the Gradio tabs call. The shared generation model is loaded once and reloaded only when an
     # adapter on disk changes; one lock serialises generation across tabs and users.
+    def is_teacher(self, user: str | None) -> bool:
+        """True for a teacher's login, and for everybody when the app runs without logins (``user`` None)."""
+        return user is None or user in self.teachers
+
+    def check_teacher(self, user: str | None, action: str) -> None:
+        """Raises PermissionError unless ``user`` (the verified login, None without ``--auth``) may ``action``."""
+        if not self.is_teacher(user):
+            raise PermissionError(f"Only the teacher can {action} (you are logged in as {user})")
+
     def allowed_data_folders(self) -> list[DataFolder]:
         """The folders ``set_dataset`` may read: ``data_dirs`` and ``output_dir`` (display names, real paths)."""
         return data_folders([*self.data_dirs, self.output_dir])
@@ -481,8 +517,11 @@ class AlignmentComparisonManager:
         return self.annotations.export_trl(path or self.output_dir / "annotations_trl.jsonl")
 
     # training jobs
-    def start_training(self, method: str, preset: str | None = None, **overrides):
+    def start_training(self, method: str, preset: str | None = None, user: str | None = None, **overrides):
         """Start training ``method`` in the background (one at a time) and return the ``TrainingJob``.
+
+        ``user``: the caller's login (None without ``--auth``), recorded as the job's owner: only the owner or a
+        teacher can stop it.
 
         Raises:
             RuntimeError: a training is already running (the message names it).
@@ -501,16 +540,26 @@ class AlignmentComparisonManager:
         if method in ("ppo", "grpo"):
             self._reward_scorer()  # fail now, with a clear message, if no reward model was trained
         self.stop_event.clear()
+        settings = {"preset": preset or self.preset, **self.training_settings(method, config=cfg)}
         self.job = TrainingJob(method, lambda cb: self.train_method(method, on_progress=cb, **overrides),
-                               cfg.max_steps)
+                               cfg.max_steps, stop_event=self.stop_event, settings=settings)
+        self.job.owner = user
         return self.job
 
-    def stop_training(self) -> bool:
-        """Ask the running training to stop after its current step; False when nothing runs."""
+    def stop_training(self, user: str | None = None) -> bool:
+        """Ask the running training to stop at its next stop check (PPO: the next sampled token or phase; the
+        others: the end of the current step); False when nothing runs. ``training_status()["stop_requested"]``
+        stays true until the run has ended.
+
+        Raises:
+            PermissionError: ``user`` (the caller's login) neither started the run nor is a teacher.
+        """
         if self.job is None or not self.job.running:
             return False
-        self.stop_event.set()
-        return True
+        owner = getattr(self.job, "owner", None)
+        if user != owner and not self.is_teacher(user):
+            raise PermissionError(f"{owner} started this run: only they or the teacher can stop it")
+        return self.job.stop()
 
     def training_status(self) -> dict | None:
         return self.job.snapshot() if self.job is not None else None
@@ -538,9 +587,10 @@ class AlignmentComparisonManager:
         "group_size": {"grpo": "num_generations"},
     }
 
-    def training_settings(self, method: str, preset: str | None = None) -> dict:
-        """The Train tab's settings for ``method`` under ``preset``: ``{name: value or None if not used}``."""
-        cfg = self.config_for(method, preset).to_dict()
+    def training_settings(self, method: str, preset: str | None = None, config=None) -> dict:
+        """The Train tab's settings for ``method`` under ``preset`` (or of a resolved ``config``):
+        ``{name: value or None if not used}``."""
+        cfg = (config or self.config_for(method, preset)).to_dict()
         return {name: cfg[f[method]] if method in f else None for name, f in self.SETTING_FIELDS.items()}
 
     def settings_to_overrides(self, method: str, preset: str | None, settings: dict) -> dict:
@@ -615,20 +665,35 @@ class AlignmentComparisonManager:
         except RuntimeError:
             return None
 
+    # Compare and the arena answer in up to this many new tokens: enough for a complete short answer (the
+    # training budget of 32 cut most answers mid-sentence); see README "Compare: answer length" for the timing.
+    COMPARE_MAX_NEW_TOKENS = 96
+    MAX_PROMPT_CHARS = 4000
+
     def compare_models(self, prompt: str, max_new_tokens: int | None = None, temperature: float = 0.7,
                        seed: int | None = None, models: list[str] | None = None) -> dict[str, dict]:
         """Answers of base and every trained policy to one prompt from identical decoding settings, each with
-        reward-model score (None without a reward model), length and KL to base (``compare_answers``)."""
+        reward-model score (None without a reward model), length and KL to base (``compare_answers``).
+
+        Raises:
+            ValueError: an empty or over-long prompt (``MAX_PROMPT_CHARS``), ``max_new_tokens`` outside 1..256 or
+                a temperature outside 0..2.
+        """
         from alignment.evaluation import DecodingConfig, compare_answers
 
         prompt = (prompt or "").strip()
         if not prompt:
             raise ValueError("Type a prompt (or pick an example) first")
+        if len(prompt) > self.MAX_PROMPT_CHARS:
+            raise ValueError(f"The prompt is too long ({self.MAX_PROMPT_CHARS} characters at most)")
         if not 0.0 <= temperature <= 2.0:
             raise ValueError("Temperature must be between 0 and 2")
+        max_new_tokens = max_new_tokens or self.COMPARE_MAX_NEW_TOKENS
+        if not 1 <= max_new_tokens <= 256:
+            raise ValueError(f"Max new tokens must be between 1 and 256, got {max_new_tokens}")
         policy = self.policy_model()
         names = models or ["base", *self.trained_policies()]
-        decoding = DecodingConfig(max_new_tokens=max_new_tokens or self._configs["dpo"].max_completion_length,
+        decoding = DecodingConfig(max_new_tokens=max_new_tokens,
                                   temperature=max(temperature, 1e-5), do_sample=temperature > 0,
                                   seed=self.seed if seed is None else seed)
         scorer = self.reward_scorer_or_none()
@@ -656,7 +721,9 @@ class AlignmentComparisonManager:
             raise ValueError("The arena needs at least one trained policy (DPO, PPO or GRPO) besides base")
         rng = random.Random(seed)
         pair = rng.sample(names, 2)
-        answers = self.compare_models(prompt, models=pair, seed=rng.randrange(10**6))
+        # each model with its own seed: with shared sampling noise the two answers often differ only in their
+        # last words, and the vote would be about the noise rather than the model
+        answers = {m: self.compare_models(prompt, models=[m], seed=rng.randrange(10**6))[m] for m in pair}
         round_id = secrets.token_urlsafe(16)
         with self._arena_lock:
             self._arena_rounds[round_id] = {"voter": voter, "prompt": prompt.strip(), "models": pair}
@@ -700,10 +767,14 @@ class AlignmentComparisonManager:
     def build_report(self, progress=None) -> dict:
         """Evaluate every trained policy and write the three JSON files and plots (the app's Report tab).
 
-        ``progress(fraction, description)`` is called as models finish. Raises RuntimeError without a reward
-        model or a trained policy.
+        ``progress(fraction, description)`` is called as the evaluation goes (``evaluate_alignment_methods``: each
+        loaded model, decoded token, log-ratio batch and scoring batch; 95% of the bar) and before the files and
+        plots are written (the last 5%). Raises RuntimeError without a reward model or a trained policy.
         """
-        self.evaluate_alignment_methods(progress=progress or False)
+        share = 0.95  # writing the JSON files and five HTML plots takes a few seconds of the report's time
+        self.evaluate_alignment_methods(progress=(lambda f, d: progress(share * f, d)) if progress else False)
+        if progress:
+            progress(share, "writing the report files and plots")
         return self.generate_report(dict(self.results), self.evaluation_results)
 
     def create_annotation_platform(self):

@@ -7,12 +7,17 @@ Votes live in ``arena_votes.json`` (same atomic, locked writes as the annotation
   each way and a 0.5-win prior against every other model so that undefeated models stay finite. Reported as
   ``400 * log10(p_i) + 1000`` (Elo scale, mean strength 1000).
 * Online Elo (K=32, base 1000, order of votes), the chess-style estimate students may know.
+
+The leaderboard says how many votes it rests on and gives each Bradley-Terry rating a 95% bootstrap interval
+(percentile method, Efron & Tibshirani 1993: votes resampled with replacement, ratings refitted), so a class
+sees when a ranking is still a coin flip.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +66,22 @@ def elo(votes: list[dict], models: list[str], k: float = 32.0) -> dict[str, floa
     return r
 
 
+def bootstrap_intervals(votes: list[dict], models: list[str], n_boot: int = 200, seed: int = 0,
+                        level: float = 0.95) -> dict[str, tuple[float | None, float | None]]:
+    """Percentile bootstrap interval of each model's Bradley-Terry rating: ``n_boot`` resamples of the votes
+    (with replacement, same size), each refitted (100 MM iterations). ``(None, None)`` without votes."""
+    if not votes:
+        return {m: (None, None) for m in models}
+    rng = random.Random(seed)
+    fits = [bradley_terry([rng.choice(votes) for _ in votes], models, iters=100) for _ in range(n_boot)]
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    out = {}
+    for m in models:
+        r = sorted(f[m] for f in fits)
+        out[m] = (round(r[int(lo_q * (n_boot - 1))], 1), round(r[int(math.ceil(hi_q * (n_boot - 1)))], 1))
+    return out
+
+
 class ArenaVotes:
     """The vote file. ``add`` validates and appends under the lock; ``leaderboard`` ranks the models."""
 
@@ -89,11 +110,13 @@ class ArenaVotes:
             atomic_write_json(self.path, data)
         return vote
 
-    def leaderboard(self, models: list[str]) -> list[dict]:
-        """Rows sorted by Bradley-Terry rating: model, rating, Elo, games, wins, ties, losses."""
+    def leaderboard(self, models: list[str], n_boot: int = 200, seed: int = 0) -> list[dict]:
+        """Rows sorted by Bradley-Terry rating: model, rating, its 95% bootstrap interval (``ci_low``,
+        ``ci_high``; None without votes), Elo, games, wins, ties, losses, and ``votes`` (all votes counted)."""
         votes = self.votes()
         models = sorted(set(models) | {v["model_a"] for v in votes} | {v["model_b"] for v in votes})
         bt, el = bradley_terry(votes, models), elo(votes, models)
+        ci = bootstrap_intervals(votes, models, n_boot, seed)
         rows = []
         for m in models:
             w = t = lo = 0
@@ -106,6 +129,7 @@ class ArenaVotes:
                     w += 1
                 else:
                     lo += 1
-            rows.append({"model": m, "bradley_terry": round(bt[m], 1), "elo": round(el[m], 1),
-                         "games": w + t + lo, "wins": w, "ties": t, "losses": lo})
+            rows.append({"model": m, "bradley_terry": round(bt[m], 1), "ci_low": ci[m][0], "ci_high": ci[m][1],
+                         "elo": round(el[m], 1), "games": w + t + lo, "wins": w, "ties": t, "losses": lo,
+                         "votes": len(votes)})
         return sorted(rows, key=lambda r: -r["bradley_terry"])

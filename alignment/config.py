@@ -237,7 +237,10 @@ class GRPOConfig(CommonConfig):
         beta: KL coefficient (k3 estimator); > 0 so the KL to the reference is measured and logged.
         epsilon: clip range of the ratio.
         loss_type: ``"grpo"`` or ``"dr_grpo"`` (see ``alignment.losses.grpo_loss``).
-        scale_rewards: divide group-centred rewards by the group std (True) or not (Dr. GRPO).
+        scale_rewards: divide group-centred rewards by the group std (True) or not. None (the default): True for
+            ``"grpo"``, False for ``"dr_grpo"``: Dr. GRPO drops both the std scaling and the length normaliser
+            (Liu et al. 2025, "Understanding R1-Zero-Like Training", Sec. 3.1), so ``dr_grpo`` with
+            ``scale_rewards=True`` is refused as half of Dr. GRPO.
         temperature: sampling temperature.
     """
 
@@ -251,7 +254,7 @@ class GRPOConfig(CommonConfig):
     beta: float = 0.04
     epsilon: float = 0.2
     loss_type: str = "grpo"
-    scale_rewards: bool = True
+    scale_rewards: bool | None = None
     temperature: float = 0.7
 
     def __post_init__(self) -> None:
@@ -263,6 +266,11 @@ class GRPOConfig(CommonConfig):
         _check(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         _check(0 < self.epsilon < 1, f"epsilon must be in (0, 1), got {self.epsilon}")
         _check(self.loss_type in ("grpo", "dr_grpo"), f"loss_type must be 'grpo' or 'dr_grpo', got {self.loss_type!r}")
+        if self.scale_rewards is None:
+            self.scale_rewards = self.loss_type == "grpo"
+        _check(not (self.loss_type == "dr_grpo" and self.scale_rewards),
+               "loss_type='dr_grpo' drops the group-std scaling of the advantages (Liu et al. 2025, Sec. 3.1): "
+               "leave scale_rewards unset or False")
         _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
 
 

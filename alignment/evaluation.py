@@ -20,6 +20,14 @@ import torch
 
 from .generation import RewardScorer, generate_shared_noise, sequence_log_ratio
 
+# The phases ``evaluate_models`` reports to its ``progress(phase, done, total)`` callback, in order, with their
+# units: decoded token steps (every batch decodes up to max_new_tokens), log-ratio batches, scoring batches.
+PHASES = ("generating answers", "KL to base", "scoring")
+# Share of the whole evaluation's wall time per step, loading included (the progress bar's fractions), from the
+# classroom preset on the 2-core CPU: evaluation about 50 s, of which the log-ratios 11 s (README, "Where the time
+# goes"); loading the reward model, the base model and the adapters a few seconds; scoring 120 answers a few more.
+PROGRESS_SHARE = {"loading models": 0.06, PHASES[0]: 0.66, PHASES[1]: 0.2, PHASES[2]: 0.08}
+
 
 @dataclass
 class DecodingConfig:
@@ -55,19 +63,40 @@ def load_policy_with_adapters(base_model, adapters: dict[str, str | Path]):
     return model.eval()
 
 
-def bootstrap_win_rate(model_scores, base_scores, n_resamples: int = 2000, seed: int = 0) -> dict:
-    """Win rate of a model over base, per prompt by reward-model score (ties count 1/2), with a percentile
-    bootstrap 95% interval over prompts (Efron & Tibshirani 1993, Ch. 13).
+# Two answers whose reward-model scores differ by at most this much are a tie: the same text scored in batches
+# with different padding differs by about 1e-7, which is float noise, not a preference.
+TIE_TOLERANCE = 1e-4
 
-    Shapes: two equal-length sequences of floats (one per prompt) -> ``{"win_rate", "ci_low", "ci_high"}``.
+
+def win_outcomes(model_scores, base_scores, same_answer=None, tol: float = TIE_TOLERANCE) -> np.ndarray:
+    """Per prompt: 1 (the model's answer scores higher than base's), 0.5 (a tie), 0 (lower).
+
+    A tie is the same answer as base (``same_answer[i]``: identical token sequences) or a score difference of at
+    most ``tol``; never float noise. Shapes: equal-length sequences, one entry per prompt -> ``(n,)``.
     """
     a, b = np.asarray(model_scores, dtype=float), np.asarray(base_scores, dtype=float)
-    wins = (a > b).astype(float) + 0.5 * (a == b)
+    tie = np.abs(a - b) <= tol
+    if same_answer is not None:
+        tie |= np.asarray(same_answer, dtype=bool)
+    return np.where(tie, 0.5, (a > b).astype(float))
+
+
+def bootstrap_win_rate(model_scores, base_scores, same_answer=None, tol: float = TIE_TOLERANCE,
+                       n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Win rate of a model over base, per prompt by reward-model score, ties counting 1/2 (``win_outcomes``),
+    with a percentile bootstrap 95% interval over prompts (Efron & Tibshirani 1993, Ch. 13).
+
+    Returns:
+        ``{"win_rate", "ci_low", "ci_high", "n", "wins", "ties", "losses", "tie_rule"}``.
+    """
+    wins = win_outcomes(model_scores, base_scores, same_answer, tol)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(wins), size=(n_resamples, len(wins)))
     boots = wins[idx].mean(axis=1)
     return {"win_rate": float(wins.mean()), "ci_low": float(np.percentile(boots, 2.5)),
-            "ci_high": float(np.percentile(boots, 97.5))}
+            "ci_high": float(np.percentile(boots, 97.5)), "n": int(len(wins)), "wins": int((wins == 1).sum()),
+            "ties": int((wins == 0.5).sum()), "losses": int((wins == 0).sum()),
+            "tie_rule": f"identical answer, or reward scores within {tol:g}"}
 
 
 def _distribution(values: list[float]) -> dict:
@@ -76,27 +105,93 @@ def _distribution(values: list[float]) -> dict:
             "min": q[0], "p25": q[1], "median": q[2], "p75": q[3], "max": q[4]}
 
 
-def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str], decoding: DecodingConfig):
-    """Every model answers every prompt in shared batches; returns ``{name: (gens, kls, rewards)}``."""
+def _batches(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _decoder(policy):
+    """The module whose forward runs once per decoded token (the causal LM under a PeftModel), or None."""
+    model = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    return model if isinstance(model, torch.nn.Module) else None
+
+
+def _generate_reporting(policy, tokenizer, rows, adapters, keys, decoding: DecodingConfig, progress):
+    """``generate_shared_noise`` one batch of ``decoding.batch_size`` rows at a time (the same batches, hence the
+    same answers, as one call), reporting ``progress("generating answers", token steps done, total)`` after every
+    decoded token: a forward hook on the decoder counts its forward passes (one per token; a batch whose rows all
+    end early jumps to its full ``max_new_tokens``)."""
+    steps, out = decoding.max_new_tokens, []
+    batches = _batches(len(rows), decoding.batch_size)
+    total = len(batches) * steps
+    decoder = _decoder(policy)
+    for b, idx in enumerate(batches):
+        handle = None
+        if decoder is not None:
+            count = [0]
+
+            def on_forward(module, args, output, _done=b * steps, _count=count):
+                _count[0] += 1
+                progress(PHASES[0], _done + min(_count[0], steps), total)
+
+            handle = decoder.register_forward_hook(on_forward)
+        try:
+            out += generate_shared_noise(policy, tokenizer, rows[idx.start:idx.stop],
+                                         adapters[idx.start:idx.stop] if adapters is not None else None,
+                                         keys[idx.start:idx.stop], decoding.max_new_tokens, decoding.temperature,
+                                         decoding.do_sample, decoding.seed, decoding.batch_size)
+        finally:
+            if handle is not None:
+                handle.remove()
+        progress(PHASES[0], (b + 1) * steps, total)
+    return out
+
+
+def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str], decoding: DecodingConfig,
+                progress=None):
+    """Every model answers every prompt in shared batches; returns ``{name: (gens, kls, rewards)}``.
+
+    ``progress``: optional ``callback(phase, done, total)`` with ``phase`` one of ``PHASES``, called as each
+    decoded token, log-ratio batch and scoring batch completes. The batches are the ones the uncounted path uses,
+    so the answers and numbers are identical with or without it.
+    """
     mixed = hasattr(policy, "disable_adapter")
     if not mixed and model_names != ["base"]:
         raise ValueError("Only 'base' can be answered by a model without adapters")
     rows = [p for _ in model_names for p in prompts]
     adapters = ["__base__" if n == "base" else n for n in model_names for _ in prompts]
     keys = [i for _ in model_names for i in range(len(prompts))]  # same prompt -> same noise, for every model
-    gens = generate_shared_noise(policy, tokenizer, rows, adapters if mixed else None, keys, decoding.max_new_tokens,
-                                 decoding.temperature, decoding.do_sample, decoding.seed, decoding.batch_size)
+    if progress is None:
+        gens = generate_shared_noise(policy, tokenizer, rows, adapters if mixed else None, keys,
+                                     decoding.max_new_tokens, decoding.temperature, decoding.do_sample, decoding.seed,
+                                     decoding.batch_size)
+    else:
+        gens = _generate_reporting(policy, tokenizer, rows, adapters if mixed else None, keys, decoding, progress)
     kls = [0.0] * len(rows)
     aligned = [r for r, a in enumerate(adapters) if a != "__base__"]
     if aligned:
         temp = decoding.temperature if decoding.do_sample else 1.0
         recorded = [gens[r].logps for r in aligned]  # log pi(y_t) recorded while sampling: only the base forward runs
-        ratios = sequence_log_ratio(policy, tokenizer, [rows[r] for r in aligned], [gens[r].token_ids for r in aligned],
-                                    temp, decoding.logprob_batch_size, adapter_names=[adapters[r] for r in aligned],
-                                    policy_logps=recorded if all(lp is not None for lp in recorded) else None)
+        use_recorded = all(lp is not None for lp in recorded)
+        batches = _batches(len(aligned), decoding.logprob_batch_size) if progress else [range(len(aligned))]
+        ratios = []
+        for b, idx in enumerate(batches):  # one log-ratio batch of logprob_batch_size rows per call
+            part = [aligned[j] for j in idx]
+            ratios += sequence_log_ratio(policy, tokenizer, [rows[r] for r in part], [gens[r].token_ids for r in part],
+                                         temp, decoding.logprob_batch_size, adapter_names=[adapters[r] for r in part],
+                                         policy_logps=[recorded[j] for j in idx] if use_recorded else None)
+            if progress:
+                progress(PHASES[1], b + 1, len(batches))
         for r, v in zip(aligned, ratios):
             kls[r] = v
-    rewards = scorer.score(rows, [g.text for g in gens]).tolist() if scorer is not None else [None] * len(rows)
+    if scorer is None:
+        rewards = [None] * len(rows)
+    elif progress is None:
+        rewards = scorer.score(rows, [g.text for g in gens]).tolist()
+    else:
+        rewards, batches = [], _batches(len(rows), getattr(scorer, "batch_size", 16))
+        for b, idx in enumerate(batches):  # the scorer's own batches, one per call
+            rewards += scorer.score(rows[idx.start:idx.stop], [g.text for g in gens[idx.start:idx.stop]]).tolist()
+            progress(PHASES[2], b + 1, len(batches))
     n = len(prompts)
     return {name: (gens[j * n:(j + 1) * n], kls[j * n:(j + 1) * n], rewards[j * n:(j + 1) * n])
             for j, name in enumerate(model_names)}
@@ -113,23 +208,24 @@ def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[
         policy: ``PeftModel`` holding an adapter per aligned model (``load_policy_with_adapters``).
         eval_prompts: ``[{"category", "prompt"}]``.
         model_names: e.g. ``["base", "dpo", "ppo", "grpo"]``; ``"base"`` means adapters disabled.
-        progress: optional ``callback(model_name)`` called after each model.
+        progress: optional ``callback(phase, done, total)``: ``phase`` is one of ``PHASES`` ("generating answers":
+            decoded token steps of all batches; "KL to base": log-ratio batches; "scoring": reward-model batches),
+            ``done`` of ``total`` units finished. The answers and numbers do not depend on it.
 
     Returns:
         ``{"decoding", "models": {name: {"summary", "samples"}}}`` with KL, win rates and per-category means.
     """
     decoding = decoding or DecodingConfig()
     prompts = [p["prompt"] for p in eval_prompts]
-    answered = _answer_all(policy, tokenizer, scorer, prompts, model_names, decoding)
+    answered = _answer_all(policy, tokenizer, scorer, prompts, model_names, decoding, progress)
     results: dict[str, dict] = {}
     for name, (gens, kls, scores) in answered.items():
         samples = [{"prompt": p["prompt"], "category": p["category"], "response": g.text, "reward": s,
                     "length_tokens": g.length, "ended_with_eos": g.ended_with_eos, "kl_to_base": k}
                    for p, g, s, k in zip(eval_prompts, gens, scores, kls)]
         results[name] = {"samples": samples}
-        if progress:
-            progress(name)
     base_scores = [s["reward"] for s in results["base"]["samples"]] if "base" in results else None
+    base_ids = [g.token_ids for g in answered["base"][0]] if "base" in answered else None
     for name, res in results.items():
         samples = res["samples"]
         rewards = [s["reward"] for s in samples]
@@ -146,7 +242,8 @@ def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[
             "n_prompts": len(samples),
         }
         if base_scores is not None and name != "base":
-            summary["win_rate_vs_base"] = bootstrap_win_rate(rewards, base_scores, seed=decoding.seed)
+            same = [list(g.token_ids) == list(b) for g, b in zip(answered[name][0], base_ids)]
+            summary["win_rate_vs_base"] = bootstrap_win_rate(rewards, base_scores, same, seed=decoding.seed)
         res["summary"] = summary
     torch.manual_seed(decoding.seed)
     return {"decoding": asdict(decoding), "models": results}

@@ -53,7 +53,6 @@ def launch_app(output_dir, launch_kwargs=None, **manager_kwargs):
     """The full Gradio app on the tiny model, served in this process on a free port; returns (manager, demo, url).
 
     ``launch_kwargs``: extra ``launch()`` arguments, e.g. ``ui.login_guard.guarded_launch_kwargs(auth)``."""
-    import app
     from class7_1 import AlignmentComparisonManager
     from ui import LAUNCH_KWARGS, create_app
 
@@ -62,7 +61,6 @@ def launch_app(output_dir, launch_kwargs=None, **manager_kwargs):
     demo.queue(default_concurrency_limit=1).launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
                                                    allowed_paths=[str(output_dir)],
                                                    **{**LAUNCH_KWARGS, **(launch_kwargs or {})})
-    assert app  # app.py imports cleanly
     return manager, demo, demo.local_url
 
 

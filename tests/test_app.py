@@ -134,3 +134,14 @@ def test_bad_dataset_file_names_the_line_and_keeps_the_old_data(served_app, clie
     assert "20 pairs" in status and "chosen and rejected are identical" in status and "row 20" in status
     assert len(manager.dataset_rows()) == 20
     manager.set_dataset("builtin")
+
+
+def test_app_command_line_parses_logins():
+    import app
+
+    assert app.parse_auth("ana:pw1,ben:pw:2") == [("ana", "pw1"), ("ben", "pw:2")]  # a password may hold ':'
+    assert app.parse_auth(None) is None
+    with pytest.raises(SystemExit, match="user:password"):
+        app.parse_auth("ana")
+    args = app.parse_args(["--preset", "quick", "--port", "8080", "--auth", "t:s"])
+    assert (args.preset, args.port, args.auth) == ("quick", 8080, "t:s")

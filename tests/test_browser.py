@@ -18,17 +18,67 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.
 
 
 @pytest.fixture(scope="module")
-def page(served_app):
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        pg = browser.new_page(viewport={"width": 1280, "height": 1400})
-        pg.set_default_timeout(60_000)
-        pg.goto(served_app[1])
-        pg.get_by_role("tab", name="3 · Annotate").wait_for()
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _open(browser, url, width, height):
+    pg = browser.new_page(viewport={"width": width, "height": height})
+    pg.set_default_timeout(60_000)
+    pg.goto(url)
+    pg.get_by_role("tab", name="1 · Learn").wait_for()
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(served_app, browser):
+    pg = _open(browser, served_app[1], 1280, 1400)
+    yield pg
+    pg.close()
+
+
+def open_tab(page, name: str) -> None:
+    """Click a tab; on a phone the later tabs sit in Gradio's "More tabs" menu."""
+    try:
+        page.get_by_role("tab", name=name).click(timeout=3000)
+    except Exception:
+        page.get_by_label("More tabs").click()
+        page.locator("button:visible", has_text=name).last.click()
+
+
+# Header cells whose longest word is wider than the cell: the text breaks inside words, letter by letter.
+SQUEEZED_HEADERS = """(sel) => {
+  const out = [];
+  for (const th of document.querySelectorAll(sel + ' th')) {
+    const text = th.innerText.trim();
+    if (!text) continue;
+    const el = [...th.querySelectorAll('*')].reverse().find(e => e.innerText && e.innerText.trim() === text) || th;
+    const span = document.createElement('span');
+    span.style.cssText = 'position:absolute;visibility:hidden;white-space:nowrap';
+    span.style.font = getComputedStyle(el).font;
+    document.body.appendChild(span);
+    let widest = 0;
+    for (const w of text.split(/\\s+/)) { span.textContent = w; widest = Math.max(widest, span.getBoundingClientRect().width); }
+    span.remove();
+    if (widest > el.getBoundingClientRect().width + 1) out.push(text);
+  }
+  return out;
+}"""
+
+# Header cells that end right of the viewport while no ancestor lets the user scroll to them.
+UNREACHABLE_HEADERS = """(sel) => [...document.querySelectorAll(sel + ' th')].filter(th => {
+  if (th.getBoundingClientRect().right <= window.innerWidth + 1) return false;
+  for (let e = th.parentElement; e; e = e.parentElement) {
+    const ox = getComputedStyle(e).overflowX;
+    if ((ox === 'auto' || ox === 'scroll') && e.scrollWidth > e.clientWidth) return false;
+  }
+  return true;
+}).map(th => th.innerText.trim())"""
 
 
 def _points(page) -> int:
@@ -44,7 +94,7 @@ STEPS = 150  # long enough (several seconds on the tiny model) for the 1 s chart
 def test_student_annotates_trains_and_compares(served_app, page):
     manager, _ = served_app
     # annotate one pair, choosing with the keyboard
-    page.get_by_role("tab", name="3 · Annotate").click()
+    open_tab(page, "3 · Annotate")
     page.get_by_label("Your name (annotator)").fill("browser-student")
     page.get_by_role("button", name="Load next item (n)").click()
     resp_a = page.get_by_label("Response A")
@@ -58,7 +108,7 @@ def test_student_annotates_trains_and_compares(served_app, page):
     assert len(mine) == 1 and mine[0]["choice"] == "A" and mine[0]["responses"][0] == shown
 
     # train: a short reward-model run, watching the live chart grow
-    page.get_by_role("tab", name="4 · Train").click()
+    open_tab(page, "4 · Train")
     steps = page.locator("#train-max_steps input")
     steps.fill(str(STEPS))
     page.locator("#train-start").click()
@@ -76,9 +126,82 @@ def test_student_annotates_trains_and_compares(served_app, page):
     assert f"step {STEPS}/{STEPS}" in page.locator("#train-log textarea").input_value()
 
     # compare: answers side by side with reward-model scores
-    page.get_by_role("tab", name="5 · Compare").click()
+    open_tab(page, "5 · Compare")
     page.locator("#cmp-prompt textarea").fill("How do I boil an egg?")
     page.locator("#cmp-go").click()
     page.wait_for_function("() => document.querySelector('#cmp-base textarea').value.length > 0")
     assert page.locator("#cmp-dpo textarea").input_value() == "(not trained yet)"
     page.get_by_text("reward score").wait_for()
+    assert page.get_by_label("Max new tokens").first.input_value() == "96"  # room for a complete short answer
+    assert "BASE · to: How do I boil an egg?" in page.locator("#cmp-base").inner_text()  # the column names its prompt
+    assert page.locator("#cmp-diff").inner_text().strip() == ""  # only base answered: nothing to compare against
+
+
+def test_annotation_feedback_keys_name_first_and_undo(served_app, page):
+    """Issue 14, items 1, 9, 10: a refused answer shows its reason in the status line only and the next action
+    clears it; the keys work after a click on a radio button; no item before a name; undo shows the item again."""
+    manager, _ = served_app
+    open_tab(page, "3 · Annotate")
+    status = page.locator("#ann-status")
+    page.get_by_label("Your name (annotator)").fill("")
+    page.get_by_role("button", name="Load next item (n)").click()
+    status.get_by_text("Enter your name first").wait_for()
+
+    page.get_by_label("Your name (annotator)").fill("kb-student")
+    page.get_by_role("button", name="Load next item (n)").click()
+    resp_a = page.get_by_label("Response A")
+    page.wait_for_function("(el) => el.value.length > 0", arg=resp_a.element_handle())
+    first_item = resp_a.input_value()
+
+    rationale = page.locator("#ann-rationale textarea")
+    rationale.fill("x" * 2100)  # over the 2,000-character limit: refused
+    page.get_by_role("button", name="A is better (1)").click()
+    status.get_by_text("rationale").wait_for()
+    assert "⚠️" in status.inner_text()
+    assert page.locator("#ann-rationale").get_by_text("Error").count() == 0  # no badge on the text box
+    assert rationale.input_value() == "x" * 2100 and resp_a.input_value() == first_item  # nothing lost
+    assert not [r for r in manager.annotations.records() if r["annotator"] == "kb-student"]
+
+    rationale.fill("clear and polite")
+    page.get_by_label("pairwise").click()  # focus stays on the radio button; the keys must still work
+    assert page.evaluate("() => document.activeElement.type") == "radio"
+    page.keyboard.press("2")  # "B is better"
+    status.get_by_text("Saved (pairwise: B)").wait_for()
+    assert "⚠️" not in status.inner_text()  # the next action replaced the message
+    assert page.locator("#ann-keys").get_by_text("undo").count() == 1  # the keys are listed on the page
+    page.wait_for_function("(args) => args[0].value.length > 0 && args[0].value !== args[1]",
+                           arg=[resp_a.element_handle(), first_item])
+
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("u")
+    status.get_by_text("here is that item again").wait_for()
+    page.wait_for_function("(args) => args[0].value === args[1]", arg=[resp_a.element_handle(), first_item])
+    assert rationale.input_value() == "clear and polite"
+    assert not [r for r in manager.annotations.records() if r["annotator"] == "kb-student"]
+
+
+@pytest.mark.parametrize("width, height", [(1280, 800), (390, 844)])
+def test_tables_fit_or_scroll(served_app, browser, width, height):
+    """Issue 14, items 16-17: no table column off-screen without a way to scroll to it, and no header broken
+    letter by letter, on a laptop and on a phone."""
+    pg = _open(browser, served_app[1], width, height)
+    try:
+        open_tab(pg, "2 · Data")
+        pg.locator("#data-preview th").first.wait_for()
+        open_tab(pg, "5 · Compare")
+        pg.locator("#cmp-prompt textarea").fill("Name a primary color.")
+        pg.locator("#cmp-go").click()
+        pg.wait_for_function("() => document.querySelector('#cmp-base textarea').value.length > 0")
+        for sel in ("#cmp-scores", "#arena-board"):
+            assert pg.evaluate(UNREACHABLE_HEADERS, sel) == [], sel
+            assert pg.evaluate(SQUEEZED_HEADERS, sel) == [], sel
+        open_tab(pg, "2 · Data")
+        assert pg.evaluate(UNREACHABLE_HEADERS, "#data-preview") == []
+        assert pg.evaluate(SQUEEZED_HEADERS, "#data-preview") == []
+        if width >= 1280:  # a laptop shows every column without scrolling
+            right = pg.evaluate("() => Math.max(...[...document.querySelectorAll('#data-preview th')]"
+                                ".map(th => th.getBoundingClientRect().right))")
+            assert right <= width
+    finally:
+        pg.close()
+

@@ -14,7 +14,7 @@ from gradio_client import Client
 from conftest import launch_app
 
 SETTINGS = ["learning_rate", "max_steps", "batch_size", "beta", "clip_range", "group_size", "lora_r"]
-USERS = [("ana", "pw-ana"), ("ben", "pw-ben")]
+USERS = [("ana", "pw-ana"), ("ben", "pw-ben"), ("teacher", "pw-teacher")]
 
 
 def _settings(**kw):
@@ -26,7 +26,8 @@ def auth_app(tmp_path_factory):
     from ui.login_guard import guarded_launch_kwargs
 
     out = tmp_path_factory.mktemp("auth_app")
-    manager, demo, url = launch_app(out, launch_kwargs=guarded_launch_kwargs(USERS, failure_delay_s=0.0))
+    manager, demo, url = launch_app(out, launch_kwargs=guarded_launch_kwargs(USERS, failure_delay_s=0.0),
+                                    teachers=["teacher"])
     yield manager, url
     demo.close()
 
@@ -153,3 +154,51 @@ def test_arena_votes_only_on_pairs_the_server_handed_out_once(auth_app, ana, ben
     votes = json.loads((manager.output_dir / "arena_votes.json").read_text())["votes"]
     assert len(votes) == 1 and votes[0]["voter"] == "ana"
     assert {r["model"] for r in res["leaderboard"]} == {"base", "dpo"}
+
+
+def test_dr_grpo_drops_the_std_scaling_too():
+    """Liu et al. 2025 (Dr. GRPO) remove both the length normaliser and the group-std scaling; loss_type="dr_grpo"
+    with the std scaling on was half of it."""
+    from alignment.config import make_config
+
+    assert make_config("grpo").scale_rewards is True
+    assert make_config("grpo", loss_type="dr_grpo").scale_rewards is False
+    with pytest.raises(ValueError, match="drops the group-std scaling"):
+        make_config("grpo", loss_type="dr_grpo", scale_rewards=True)
+
+
+def test_only_the_teacher_changes_the_class_dataset(auth_app, ana):
+    manager = auth_app[0]
+    before = manager.dataset_rows()
+    status, *_ = ana.predict("built-in", "", None, 5, api_name="/load_dataset")
+    assert "Only the teacher can change the class dataset" in status and manager.dataset_rows() == before
+    teacher = Client(auth_app[1], auth=USERS[2], verbose=False)
+    status, *_ = teacher.predict("built-in", "", None, 20, api_name="/load_dataset")
+    assert "20 pairs" in status and len(manager.dataset_rows()) == 20
+    teacher.predict("built-in", "", None, 0, api_name="/load_dataset")
+
+
+def test_teachers_come_from_the_logins():
+    import app
+
+    auth = [("teacher", "a"), ("ana", "b")]
+    assert app.parse_teachers(None, auth) == ["teacher"]  # the first login by default
+    assert app.parse_teachers("ana, teacher", auth) == ["ana", "teacher"]
+    assert app.parse_teachers("ana", None) == []  # no logins: no identities, everybody has the controls
+    with pytest.raises(SystemExit, match="no --auth login named bob"):
+        app.parse_teachers("bob", auth)
+
+
+def test_only_the_owner_or_the_teacher_stops_a_training(auth_app, ana, ben):
+    manager = auth_app[0]
+    reply = ana.predict("reward", "quick", *_settings(max_steps=300), api_name="/start_training")
+    assert "▶️" in reply and manager.job.owner == "ana"
+    try:
+        refused = ben.predict(api_name="/stop_training")
+        assert "ana started this run" in refused and not manager.job.snapshot()["stop_requested"]
+        teacher = Client(auth_app[1], auth=USERS[2], verbose=False)
+        assert "⚠️" not in teacher.predict(api_name="/stop_training")
+        assert manager.job.wait(120) == "stopped"
+    finally:
+        manager.stop_event.set()
+        manager.job.wait(120)

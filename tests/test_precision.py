@@ -67,8 +67,9 @@ def test_ppo_logprobs_and_values_bf16_match_fp32(tiny_source, tokenizer):
 
 
 def test_bf16_sampling_distribution_matches_fp32(tiny_source, tokenizer):
-    # PPO samples its rollouts under bf16 autocast: the next-token distribution softmax(logits / T) it samples from
-    # is within 0.02 total variation of the fp32 one (the log-probs used in the loss are recomputed, see above).
+    # The rollouts of PPO and GRPO are sampled from a bf16 copy of the policy (``MergedRolloutModel``): its
+    # next-token distribution softmax(logits / T) is within 0.02 total variation of the fp32 one (the log-probs
+    # used in the losses are recomputed in the training precision, see above).
     torch.manual_seed(0)
     policy = get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config())
     enc = tokenizer(["What is the capital of France?", "Name a color."], return_tensors="pt", padding=True)
@@ -80,8 +81,21 @@ def test_bf16_sampling_distribution_matches_fp32(tiny_source, tokenizer):
     assert tv.max() < 0.02, tv
 
 
-def test_lm_head_on_labelled_positions_gives_the_same_dpo_step(tmp_path, tiny_source, tokenizer, rows):
-    # TRL's fused LM head scoring only completion positions on CPU: the same first-step numbers as scoring all
+def test_lm_head_on_labelled_positions_gives_the_same_dpo_step(tmp_path, tiny_source, tokenizer, rows, monkeypatch):
+    # TRL's fused LM head scoring only completion positions on CPU (``lm_head_on_labelled_positions_only``): the
+    # patch takes effect (TRL's chunked log-prob kernel receives fewer rows: only the labelled positions) and
+    # gives the same first-step numbers as scoring every position.
+    import trl.trainer.utils as trl_utils
+
+    kernel = trl_utils._ChunkedLogProbFunction
+    original, rows_scored = kernel.apply, []
+
+    def counting_apply(hidden, *args):
+        rows_scored[-1] += hidden.shape[0]
+        return original(hidden, *args)
+
+    monkeypatch.setattr(kernel, "apply", counting_apply)
+
     def train(cfg, ctx):
         torch.manual_seed(0)
         policy = get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config())
@@ -89,9 +103,12 @@ def test_lm_head_on_labelled_positions_gives_the_same_dpo_step(tmp_path, tiny_so
 
     runs = []
     for flag in (False, True):
+        rows_scored.append(0)
         ctx = RunContext(tmp_path / f"dpo-{flag}", "dpo", 2)
         train(make_config("dpo", max_steps=2, bf16=False, response_logits_only=flag, max_completion_length=12), ctx)
         runs.append(ctx.history)
+    everything, labelled = rows_scored
+    assert 0 < labelled < everything / 2, rows_scored  # prompts and padding are no longer scored
     for key in ("loss", "logps/chosen", "logps/rejected", "rewards/margins"):
         assert [h[key] for h in runs[1]] == pytest.approx([h[key] for h in runs[0]], rel=1e-5, abs=1e-6), key
 

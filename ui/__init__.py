@@ -21,6 +21,13 @@ CSS = """
 .answer textarea {font-size: 0.95rem;}
 .progress-outer {background:#e5e7eb;border-radius:6px;height:18px;width:100%;}
 .progress-inner {background:#2563eb;height:18px;border-radius:6px;color:white;font-size:12px;text-align:center;}
+.cmp-diff {margin: 0.3em 0; line-height: 1.5;}
+.cmp-diff mark {background: #fde68a; padding: 0 2px;}
+.cmp-diff del {color: #9ca3af;}
+/* phones: wide tables scroll sideways inside Gradio's table viewport instead of breaking words letter by letter */
+@media (max-width: 700px) {
+  .virtual-table-viewport table {min-width: 680px;}
+}
 """
 
 LAUNCH_KWARGS = {"head": KEYBOARD_JS, "css": CSS, "theme": gr.themes.Soft()}

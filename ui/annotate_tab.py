@@ -8,8 +8,8 @@ Identity: under ``--auth`` the annotator is the login (``gr.Request.username``),
 handler takes it from the request, never from the page, so nobody annotates or undoes as somebody else. Without
 ``--auth`` the typed name is used and the page says that names are not verified.
 
-Keyboard: 1 = A better, 2 = B better, 3 = tie, 4 = both bad, 5 = skip, n = next item, u = undo (while the
-focus is not in a text box).
+Keyboard: 1 = A better, 2 = B better, 3 = tie, 4 = both bad, 5 = skip, n = next item, u = undo (whenever the
+focus is not in a text box or a dropdown; a clicked radio button does not block them). The page lists the keys.
 """
 
 from __future__ import annotations
@@ -28,12 +28,18 @@ KEYBOARD_JS = """<script>
 document.addEventListener('keydown', (e) => {
   const t = e.target;
   if (e.ctrlKey || e.metaKey || e.altKey) return;
-  if (t && (t.tagName === 'TEXTAREA' || t.tagName === 'INPUT' || t.tagName === 'SELECT' || t.isContentEditable)) return;
+  const notText = ['radio', 'checkbox', 'button', 'submit', 'range', 'color', 'file'];
+  const typing = t && (t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable ||
+                       (t.tagName === 'INPUT' && !notText.includes((t.type || '').toLowerCase())));
+  if (typing) return;  // a radio or checkbox that keeps the focus after a click does not swallow the keys
   const ids = {'1': 'ann-a', '2': 'ann-b', '3': 'ann-tie', '4': 'ann-bad', '5': 'ann-skip', 'n': 'ann-next', 'u': 'ann-undo'};
   const el = ids[e.key] && document.getElementById(ids[e.key]);
   if (el && el.offsetParent !== null) { e.preventDefault(); el.click(); }
 });
 </script>"""
+
+KEYS_HELP = ("Keys (when you are not typing in a box): **1** A better · **2** B better · **3** tie · "
+             "**4** both bad · **5** skip · **n** next item · **u** undo")
 
 GUIDELINES = """**How to judge** (take the same stance every time; agreement between students is measured):
 1. **Helpful**: does it answer what was asked, correctly and completely?
@@ -93,6 +99,7 @@ def create_annotate_tab(manager) -> dict:
         with gr.Row():
             choice_btns = [gr.Button(f"{label} ({i + 1})", elem_id=eid, variant="primary" if v in ("A", "B") else "secondary")
                            for i, (label, v, eid) in enumerate(CHOICES)]
+        gr.Markdown(KEYS_HELP, elem_id="ann-keys")
     with gr.Group(visible=False) as rank_group:
         rank_boxes, rank_sel, rank_rows = [], [], []
         for i in range(MAX_K):
@@ -102,15 +109,15 @@ def create_annotate_tab(manager) -> dict:
                                             elem_id=f"ann-rank-{i + 1}"))
             rank_rows.append(row)
         submit_rank = gr.Button("Submit ranking", variant="primary", elem_id="ann-rank")
-    rationale = gr.Textbox(label="Why? (optional rationale)", lines=2)
+    rationale = gr.Textbox(label="Why? (optional rationale)", lines=2, elem_id="ann-rationale")
     with gr.Row():
         undo = gr.Button("Undo my last answer (u)", elem_id="ann-undo")
-    status = gr.Markdown()
+    status = gr.Markdown(elem_id="ann-status")
     with gr.Accordion("Guidelines", open=False):
         gr.Markdown(GUIDELINES)
     with gr.Accordion("My history, agreement, export", open=True):
         history = gr.Dataframe(headers=["time", "mode", "choice / ranking", "prompt", "rationale"], wrap=True,
-                               label="My annotations (newest first)")
+                               label="My annotations (newest first)", column_widths=["13%", "14%", "17%", "34%", "22%"])
         agreement_md = gr.Markdown()
         counts = gr.Dataframe(headers=["annotator", "records"], label="Annotations per student")
         with gr.Row():
@@ -125,7 +132,8 @@ def create_annotate_tab(manager) -> dict:
             done = "🎉 You have annotated every item of this dataset. Try *Generate for my prompt*." if it else ""
             return [done, "", ""] + [""] * MAX_K + [None] * MAX_K + [gr.update()] * MAX_K + [gr.update(), gr.update()]
         n = len(it["responses"])
-        where = f"item {it['index'] + 1} of {it['total']}" if it.get("index") is not None else "live generation"
+        where = (f"item {it['index'] + 1} of {it['total']}" if it.get("index") is not None
+                 else "answer it again after undo" if it.get("again") else "live generation")
         head = (f"**Prompt** ({md_escape(it['category'])}, {where}):\n\n> "
                 + md_escape(render_prompt(it["prompt"])).replace("\n", "\n> "))
         ranking = n > 2 or it.get("mode") == "ranking"
@@ -135,43 +143,63 @@ def create_annotate_tab(manager) -> dict:
         rows = [gr.update(visible=i < n) for i in range(MAX_K)]
         return ([head, a, b] + boxes + sels + rows + [gr.update(visible=not ranking), gr.update(visible=ranking)])
 
-    def load_next(name, m, kk, src, text, request: gr.Request):
-        try:
-            it = manager.annotation_item(identity(request, name), m, int(kk), src, text)
-            it["mode"] = m
-            return [it, ""] + show_item(it)
-        except Exception as exc:
-            return [gr.update(), error_text(exc)] + [gr.update()] * (3 + 3 * MAX_K + 2)
+    no_item = [gr.update()] * (3 + 3 * MAX_K + 2)  # leave prompt, answers, selectors and groups as they are
 
-    def submit(name, it, choice, why, request, ranks=None):
-        """Store one answer; a validation problem raises ``gr.Error`` (a message, and no next item is loaded)."""
-        if not it or not it.get("responses"):
-            raise gr.Error("Load an item first")
-        rec = {"annotator": identity(request, name), "item_id": it["item_id"], "prompt": it["prompt"], "responses": it["responses"],
-               "category": it["category"], "source": it["source"], "rationale": why}
+    def load_next(name, m, kk, src, text, request: gr.Request):
+        """``[item, status, *item values]``: the caller's next item; a problem only in the status line."""
+        who = identity(request, name)
+        if not who:
+            return [gr.update(), error_text(ValueError("Enter your name first (top left), then load an item"))] + no_item
         try:
-            if ranks is not None:
-                n = len(it["responses"])
-                picked = ranks[:n]
-                if any(r in (None, "") for r in picked):
-                    raise ValueError("Give every answer a rank before submitting")
-                if len(set(picked)) != n:
-                    raise ValueError("Each rank may be used once: two answers have the same rank")
-                rec["ranking"] = sorted(range(n), key=lambda i: int(picked[i]))
-            else:
-                rec["choice"] = choice
-            stored = manager.submit_annotation(rec, user=identity(request))
+            it = manager.annotation_item(who, m, int(kk), src, text)
+        except Exception as exc:
+            return [gr.update(), error_text(exc)] + no_item
+        it["mode"] = m
+        return [it, ""] + show_item(it)
+
+    def store_answer(name, it, choice, why, request, ranks=None) -> dict:
+        """Store one answer. Raises ValueError (or StoreBusy) with the message for the status line."""
+        if not it or not it.get("responses"):
+            raise ValueError("Load an item first")
+        rec = {"annotator": identity(request, name), "item_id": it["item_id"], "prompt": it["prompt"],
+               "responses": it["responses"], "category": it["category"], "source": it["source"], "rationale": why}
+        if ranks is not None:
+            n = len(it["responses"])
+            picked = ranks[:n]
+            if any(r in (None, "") for r in picked):
+                raise ValueError("Give every answer a rank before submitting")
+            if len(set(picked)) != n:
+                raise ValueError("Each rank may be used once: two answers have the same rank")
+            rec["ranking"] = sorted(range(n), key=lambda i: int(picked[i]))
+        else:
+            rec["choice"] = choice
+        return manager.submit_annotation(rec, user=identity(request))
+
+    def answer(request, name, it, why, m, kk, src, text, choice=None, ranks=None):
+        """``[item, status, rationale, *item values]``: store the answer and show the next item. A refused answer
+        changes only the status line (the item and the rationale stay, no other field shows an error), and the
+        next action replaces the message."""
+        try:
+            stored = store_answer(name, it, choice, why, request, ranks)
         except (ValueError, StoreBusy) as exc:
-            raise gr.Error(str(exc)) from exc
-        return f"✅ Saved ({stored['mode']}: {stored.get('choice') or 'ranking'}) as record `{stored['id'][:8]}`.", ""
+            return [gr.update(), error_text(exc), gr.update()] + no_item
+        nxt, note, *values = load_next(name, m, kk, src, text, request)
+        saved = f"✅ Saved ({stored['mode']}: {stored.get('choice') or 'ranking'}) as record `{stored['id'][:8]}`."
+        return [nxt, f"{saved} {note}".strip(), ""] + values
 
     def do_undo(name, request: gr.Request):
+        """``[item, status, rationale, *item values]``: remove the caller's last answer and show that item again,
+        with its rationale, for a new answer."""
         try:
             removed = manager.undo_annotation(identity(request, name))
         except (ValueError, StoreBusy) as exc:
-            return error_text(exc)
-        return (f"↩️ Removed your last answer (record `{removed['id'][:8]}`)." if removed
-                else "Nothing to undo: you have no saved answers.")
+            return [gr.update(), error_text(exc), gr.update()] + no_item
+        if removed is None:
+            return [gr.update(), "Nothing to undo: you have no saved answers.", gr.update()] + no_item
+        it = {**{k: removed[k] for k in ("item_id", "prompt", "responses", "category", "source", "mode")},
+              "index": None, "total": None, "again": True}
+        return ([it, f"↩️ Removed your last answer (record `{removed['id'][:8]}`): here is that item again.",
+                 removed.get("rationale", "")] + show_item(it))
 
     def refresh(name, request: gr.Request):
         return _stats(manager, identity(request, name))
@@ -185,39 +213,39 @@ def create_annotate_tab(manager) -> dict:
         path, n = manager.export_annotations()
         return str(path), f"Exported {n} chosen/rejected pairs to `{path}`."
 
-    def use_as_dataset():
+    def use_as_dataset(request: gr.Request):
         try:
+            manager.check_teacher(identity(request) or None, "change the class dataset")
             ds = manager.use_annotations_as_dataset()
             return f"✅ Training data is now the collected annotations: {ds['load_report']['kept']} pairs."
         except Exception as exc:
             return error_text(exc) + " (the previous dataset stays in use)"
 
     def choice_handler(value):
-        def handler(request: gr.Request, name, it, why):
-            return submit(name, it, value, why, request)
+        def handler(request: gr.Request, name, it, why, m, kk, src, text):
+            return answer(request, name, it, why, m, kk, src, text, choice=value)
         return handler
 
-    def submit_ranking(request: gr.Request, name, it, why, *ranks):
-        return submit(name, it, None, why, request, list(ranks))
+    def submit_ranking(request: gr.Request, name, it, why, m, kk, src, text, *ranks):
+        return answer(request, name, it, why, m, kk, src, text, ranks=list(ranks))
 
     # ------------------------------------------------------------------ wiring
     item_outputs = [prompt_md, resp_a, resp_b, *rank_boxes, *rank_sel, *rank_rows, pair_group, rank_group]
     stats_outputs = [progress, history, agreement_md, counts]
+    where = [annotator, mode, k, source, own_prompt]
+    answered = [item, status, rationale, *item_outputs]
     mode.change(lambda m: gr.update(visible=m == "ranking"), mode, k, api_visibility="private")
     source.change(lambda s: gr.update(visible=s == "generated"), source, own_prompt, api_visibility="private")
-    next_btn.click(load_next, [annotator, mode, k, source, own_prompt], [item, status, *item_outputs],
+    next_btn.click(load_next, where, [item, status, *item_outputs],
                    api_visibility="private").then(refresh, annotator, stats_outputs, api_visibility="private")
-    after_submit = dict(fn=load_next, inputs=[annotator, mode, k, source, own_prompt],
-                        outputs=[item, gr.State(), *item_outputs], api_visibility="private")
     for (_, value, _), btn in zip(CHOICES, choice_btns):
-        btn.click(choice_handler(value), [annotator, item, rationale], [status, rationale], api_visibility="private",
-                  concurrency_limit=None).success(**after_submit).then(refresh, annotator, stats_outputs,
-                                                                       api_visibility="private")
-    submit_rank.click(submit_ranking, [annotator, item, rationale, *rank_sel], [status, rationale],
-                      api_visibility="private", concurrency_limit=None).success(**after_submit).then(
+        btn.click(choice_handler(value), [annotator, item, rationale, *where[1:]], answered, api_visibility="private",
+                  concurrency_limit=None).then(refresh, annotator, stats_outputs, api_visibility="private")
+    submit_rank.click(submit_ranking, [annotator, item, rationale, *where[1:], *rank_sel], answered,
+                      api_visibility="private", concurrency_limit=None).then(
         refresh, annotator, stats_outputs, api_visibility="private")
-    undo.click(do_undo, annotator, status, api_visibility="private").then(refresh, annotator, stats_outputs,
-                                                                          api_visibility="private")
+    undo.click(do_undo, annotator, answered, api_visibility="private").then(refresh, annotator, stats_outputs,
+                                                                            api_visibility="private")
     annotator.submit(refresh, annotator, stats_outputs, api_visibility="private")
     export_btn.click(do_export, None, [export_file, status], api_name="export_annotations")
     use_btn.click(use_as_dataset, None, status, api_visibility="private")

@@ -12,9 +12,51 @@ from __future__ import annotations
 
 import gradio as gr
 
+import difflib
+import html
+
 from .common import error_text, fmt, identity
 
 MODELS = ["base", "dpo", "ppo", "grpo"]
+
+EXPLAIN = ("**Score**: the reward model's score of the answer, **higher = better** in its eyes. It is the reward "
+           "model trained in this class, the one PPO and GRPO were trained to maximise, so it favours them (a "
+           "biased referee). **KL to base** = log π_model(y|x) − log π_base(y|x) of *this* answer, in nats: how "
+           "much more likely the model made this answer than base did (0 for base); averaged over many answers "
+           "it is the KL divergence, the distance the policy moved.")
+
+
+def diff_html(base: str, other: str) -> str:
+    """``other`` as escaped HTML with the words it adds to ``base`` marked (``<mark>``) and the words it drops
+    struck through (``<del>``): a word-level ``difflib`` diff."""
+    a, b = base.split(), other.split()
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op in ("delete", "replace"):
+            out.append(f"<del>{html.escape(' '.join(a[i1:i2]))}</del>")
+        if op in ("insert", "replace"):
+            out.append(f"<mark>{html.escape(' '.join(b[j1:j2]))}</mark>")
+        if op == "equal":
+            out.append(html.escape(" ".join(b[j1:j2])))
+    return " ".join(out)
+
+
+def differences_html(answers: dict) -> str:
+    """The 'what changed' panel: each aligned model's answer against base, or why identical answers still
+    have different KL."""
+    if "base" not in answers or len(answers) < 2:
+        return ""
+    base = answers["base"]["response"]
+    others = {m: r for m, r in answers.items() if m != "base"}
+    if all(r["response"] == base for r in others.values()):
+        return ("<p><b>All models gave the same answer.</b> The same seed and decoding settings picked the same "
+                "tokens, yet the KL column differs: each model gives those same tokens a different probability, and "
+                "KL measures that difference, not the text.</p>")
+    rows = [f"<div class='cmp-diff'><b>{html.escape(m.upper())}</b> vs base: "
+            + ("<i>same answer as base</i>" if r["response"] == base else diff_html(base, r["response"])) + "</div>"
+            for m, r in others.items()]
+    return ("<p><mark>highlighted</mark> = words the model added, <del>struck</del> = words of base it dropped.</p>"
+            + "".join(rows))
 
 
 def _examples(manager) -> list[tuple[str, str]]:
@@ -31,14 +73,13 @@ def _examples(manager) -> list[tuple[str, str]]:
 
 def create_compare_tab(manager) -> dict:
     gr.Markdown("## Compare the models\nSame prompt, same decoding settings, same random seed: differences come "
-                "from the weights. **Score** is the reward model's; **KL** is log π(y|x) − log π_base(y|x) of that "
-                "answer in nats (how surprising the answer is for the base model).")
+                "from the weights.\n\n" + EXPLAIN)
     with gr.Row():
         example = gr.Dropdown(_examples(manager), value=None, label="Example prompts by category", scale=2)
         prompt = gr.Textbox(label="Prompt", lines=2, scale=3, elem_id="cmp-prompt")
     with gr.Row():
-        max_tokens = gr.Slider(8, 128, value=manager.config_for("dpo").max_completion_length, step=8,
-                               label="Max new tokens")
+        max_tokens = gr.Slider(8, 256, value=manager.COMPARE_MAX_NEW_TOKENS, step=8, label="Max new tokens",
+                               info="Enough for a complete short answer; fewer is faster")
         temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.1, label="Temperature (0 = greedy)")
         seed = gr.Number(value=manager.seed, precision=0, label="Seed")
     go = gr.Button("Generate side by side", variant="primary", elem_id="cmp-go")
@@ -48,8 +89,9 @@ def create_compare_tab(manager) -> dict:
         for name in MODELS:
             with gr.Column(min_width=200):
                 boxes[name] = gr.Textbox(label=name.upper(), lines=8, interactive=False, elem_id=f"cmp-{name}")
-    table = gr.Dataframe(headers=["model", "reward score", "length (tokens)", "ended with EOS", "KL to base (nats)"],
-                         label="Scores")
+    table = gr.Dataframe(headers=["model", "reward score (higher = better)", "length (tokens)", "ended with EOS",
+                                  "KL to base (nats)"], label="Scores", elem_id="cmp-scores", wrap=True)
+    diff = gr.HTML(elem_id="cmp-diff")
 
     with gr.Accordion("Blind arena: which answer is better?", open=True):
         voter_name = gr.Textbox(label="Your name (optional)", max_length=64,
@@ -63,8 +105,10 @@ def create_compare_tab(manager) -> dict:
             vt = gr.Button("Tie", elem_id="arena-vt")
             v2 = gr.Button("Answer 2 is better", elem_id="arena-v2")
         reveal = gr.Markdown(elem_id="arena-reveal")
-        board = gr.Dataframe(headers=["model", "Bradley-Terry", "Elo", "games", "wins", "ties", "losses"],
-                             label="Leaderboard from students' votes")
+        board = gr.Dataframe(headers=["model", "Bradley-Terry", "95% interval", "Elo", "games", "wins", "ties",
+                                      "losses"], label="Leaderboard from students' votes", elem_id="arena-board",
+                             wrap=True)
+        board_note = gr.Markdown(elem_id="arena-board-note")
     arena_state = gr.State(None)
 
     with gr.Accordion("LLM judge (optional, OpenAI-compatible)", open=False):
@@ -78,14 +122,17 @@ def create_compare_tab(manager) -> dict:
         try:
             res = manager.compare_models(p, int(n), float(t), int(s) if s is not None else None)
         except Exception as exc:
-            return [error_text(exc)] + [gr.update()] * (len(MODELS) + 1) + [None]
+            return [error_text(exc)] + [gr.update()] * (len(MODELS) + 2) + [None]
         job = manager.training_status() or {}
         missing = {m: "(training now: its answer appears when the run ends)" if job.get("running") and job.get("method") == m
                    else "(not trained yet)" for m in MODELS}
-        texts = [res[m]["response"] if m in res else missing[m] for m in MODELS]
+        short = " ".join(p.split())
+        short = short if len(short) <= 60 else short[:57] + "…"
+        texts = [gr.update(value=res[m]["response"] if m in res else missing[m], label=f"{m.upper()} · to: {short}")
+                 for m in MODELS]
         rows = [[m, fmt(r["reward"]), r["length_tokens"], r["ended_with_eos"], fmt(r["kl_to_base"])] for m, r in res.items()]
         note = "" if manager.reward_scorer_or_none() else "No reward model yet: train one in the Train tab for scores."
-        return [note, *texts, rows, {"prompt": p.strip(), "answers": res}]
+        return [note, *texts, rows, differences_html(res), {"prompt": p.strip(), "answers": res}]
 
     def new_pair(p, who, request: gr.Request):
         try:
@@ -96,15 +143,15 @@ def create_compare_tab(manager) -> dict:
 
     def vote(state, who, winner, request):
         if not state:
-            return "Ask for a blind pair first.", gr.update(), None
+            return "Ask for a blind pair first.", gr.update(), gr.update(), None
         try:
             res = manager.arena_vote(state["round_id"], winner, identity(request, who))
         except ValueError as exc:
-            return error_text(exc), gr.update(), None
+            return error_text(exc), gr.update(), gr.update(), None
         a, b = res["models"]
         said = {"A": f"Answer 1 ({a})", "B": f"Answer 2 ({b})", "tie": "a tie"}[winner]
         return (f"You chose {said}. Answer 1 was **{a.upper()}**, answer 2 was **{b.upper()}**.",
-                _board_rows(res["leaderboard"]), None)
+                _board_rows(res["leaderboard"]), _board_note(res["leaderboard"]), None)
 
     def vote_handler(winner):
         def handler(request: gr.Request, state, who):
@@ -112,7 +159,14 @@ def create_compare_tab(manager) -> dict:
         return handler
 
     def _board_rows(board):
-        return [[r["model"], r["bradley_terry"], r["elo"], r["games"], r["wins"], r["ties"], r["losses"]] for r in board]
+        return [[r["model"], r["bradley_terry"], "-" if r["ci_low"] is None else f"{r['ci_low']:.0f}–{r['ci_high']:.0f}",
+                 r["elo"], r["games"], r["wins"], r["ties"], r["losses"]] for r in board]
+
+    def _board_note(board):
+        n = board[0]["votes"] if board else 0
+        return (f"Based on **{n} vote{'s' if n != 1 else ''}** from the class. Ratings on the Elo scale (mean 1000); "
+                "the 95% interval comes from resampling the votes: where two models' intervals overlap, the class "
+                "has not yet shown which is better.")
 
     def on_judge(state):
         judge, info = manager.judge()
@@ -134,15 +188,20 @@ def create_compare_tab(manager) -> dict:
     # ------------------------------------------------------------------ wiring
     example.change(lambda e: e or gr.update(), example, prompt, api_visibility="private")
     go.click(on_compare, [prompt, max_tokens, temperature, seed],
-             [cmp_status, *boxes.values(), table, last_answers], api_visibility="private")
+             [cmp_status, *boxes.values(), table, diff, last_answers], api_visibility="private")
     arena_go.click(new_pair, [prompt, voter_name], [reveal, ans1, ans2, arena_state], api_visibility="private")
     for btn, winner in ((v1, "A"), (vt, "tie"), (v2, "B")):
-        btn.click(vote_handler(winner), [arena_state, voter_name], [reveal, board, arena_state], api_visibility="private")
+        btn.click(vote_handler(winner), [arena_state, voter_name], [reveal, board, board_note, arena_state],
+                  api_visibility="private")
     judge_go.click(on_judge, last_answers, [judge_info, judge_table], api_visibility="private")
 
-    def compare(prompt: str, max_new_tokens: int = 32, temperature: float = 0.7, seed: int = 42) -> dict:
+    def compare(prompt: str, max_new_tokens: int = manager.COMPARE_MAX_NEW_TOKENS, temperature: float = 0.7,
+                seed: int = 42) -> dict:
         """Answers of base and each trained policy: {model: {response, reward, length_tokens, kl_to_base}}."""
-        return manager.compare_models(prompt, int(max_new_tokens), float(temperature), int(seed))
+        try:
+            return manager.compare_models(prompt, int(max_new_tokens), float(temperature), int(seed))
+        except (ValueError, OverflowError) as exc:
+            raise gr.Error(str(exc)) from exc
 
     def arena_round(prompt: str, voter: str = "", request: gr.Request = None) -> dict:
         """A blind pair for ``prompt``: ``{"round_id", "prompt", "answers": [a, b]}`` (models hidden until the vote)."""

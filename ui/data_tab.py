@@ -7,7 +7,7 @@ import gradio as gr
 from alignment.annotations import render_prompt
 from alignment.data import hub_allowed
 
-from .common import error_text, md_escape
+from .common import error_text, identity, md_escape
 
 SOURCES = ["built-in", "file path", "upload", "collected annotations", "hub dataset id"]
 
@@ -19,9 +19,13 @@ def _summary(manager) -> tuple[str, list[list], object, dict]:
                         for r, n in report["skipped"].items())
     text = (f"✅ **{report['kept']} pairs** from {md_escape(report['source'])} (format: {report['format']}) · "
             f"{len(ds['train'])} train / {len(ds['heldout'])} held-out" + (f"\n\nSkipped: {skipped}" if skipped else ""))
-    rows = [[r["category"], render_prompt(r["prompt"])[:300], r["chosen"][:300], r["rejected"][:300]]
+    rows = [[r["category"], _cut(render_prompt(r["prompt"])), _cut(r["chosen"]), _cut(r["rejected"])]
             for r in manager.dataset_rows()[:25]]
     return text, rows, manager.dataset_figure(), ds["statistics"]
+
+
+def _cut(text: str, n: int = 600) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _folders(manager, code: bool = True) -> str:
@@ -42,7 +46,8 @@ def create_data_tab(manager) -> dict:
     gr.Markdown("## Preference data\nEvery method trains on the same pairs: a **prompt**, a **chosen** answer "
                 "and a **rejected** answer. Accepted files: `.json`, `.jsonl`, `.jsonl.gz`, `.csv`, `.parquet` in "
                 "TRL format (prompt/chosen/rejected, plain or conversational), HH-RLHF transcripts, orca columns, "
-                "or this app's `collected_annotations.json`.\n\n" + _where_text(manager))
+                "or this app's `collected_annotations.json`.\n\n" + _where_text(manager) +
+                "\n\nThe dataset is the class's: with logins, only the teacher can change it.")
     with gr.Row():
         source = gr.Radio(SOURCES, value="built-in", label="Source")
         max_pairs = gr.Number(value=0, precision=0, minimum=0, label="Use at most N pairs (0 = all)")
@@ -55,10 +60,12 @@ def create_data_tab(manager) -> dict:
     with gr.Row():
         hist = gr.Plot(label="Lengths")
         stats = gr.JSON(label="Statistics (tokens)")
-    preview = gr.Dataframe(headers=["category", "prompt", "chosen", "rejected"], wrap=True, label="Preview (first 25)")
+    preview = gr.Dataframe(headers=["category", "prompt", "chosen", "rejected"], wrap=True, label="Preview (first 25)",
+                           column_widths=["16%", "28%", "28%", "28%"], elem_id="data-preview")
 
-    def on_load(src, p, up, n):
+    def on_load(src, p, up, n, request: gr.Request):
         try:
+            manager.check_teacher(identity(request) or None, "change the class dataset")
             if src == "built-in":
                 target = "builtin"
             elif src == "upload":

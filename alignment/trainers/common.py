@@ -9,7 +9,13 @@ A run directory holds::
     run_info.json    status ("running", "completed", "stopped", "failed"), duration, error (if any)
 
 A run stops early, leaving a valid directory, when ``RunContext.stop_event`` is set or a file named ``STOP``
-appears in the run directory; both are checked after every step.
+appears in the run directory; both are checked after every step (PPO also at each phase boundary and between
+sampled tokens, ``alignment.trainers.ppo``).
+
+Progress: ``ctx.log`` reports each logged step to ``on_progress(step, total, metrics)``; ``ctx.phase(name, step)``
+names what the run is doing between steps and inside one ("sampling", "log-probs", "scoring", "update",
+"saving adapter", ...) to ``on_progress.phase(name, step)`` when the callback has that method (the app's
+``alignment.jobs.TrainingJob`` does; a plain function is fine and only gets the steps).
 """
 
 from __future__ import annotations
@@ -67,7 +73,8 @@ class RunContext:
         method: ``"reward"``, ``"dpo"``, ``"ppo"`` or ``"grpo"``.
         total_steps: planned number of steps (for progress).
         stop_event: set it from another thread to stop the run after the current step.
-        on_progress: ``callback(step, total_steps, metrics)`` after each logged step (CLI bars, the app).
+        on_progress: ``callback(step, total_steps, metrics)`` after each logged step (CLI bars, the app); if it
+            also has a ``phase(name, step)`` method, ``phase`` calls are forwarded to it.
     """
 
     def __init__(self, run_dir: Path, method: str, total_steps: int, stop_event: threading.Event | None = None,
@@ -83,6 +90,7 @@ class RunContext:
         self.start = time.time()
         self.history: list[dict] = []
         self.stopped_early = False
+        self.current_phase: str | None = None
         write_json(self.run_dir / "run_info.json", {"method": method, "status": "running", "total_steps": total_steps})
 
     def write_config(self, config: dict) -> None:
@@ -103,6 +111,19 @@ class RunContext:
         if self.on_progress:
             self.on_progress(step, self.total_steps, row)
 
+    def phase(self, name: str, step: int | None = None) -> None:
+        """Name what the run does from now on, for the progress display.
+
+        Args:
+            name: a short phrase a student can read ("sampling", "scoring", "update", "saving adapter").
+            step: the 1-based step the phase belongs to, or None outside the step loop (loading, saving). The
+                first phase of a step marks its start, so step times can be measured from it.
+        """
+        self.current_phase = name
+        hook = getattr(self.on_progress, "phase", None)
+        if callable(hook):
+            hook(name, step)
+
     def should_stop(self) -> bool:
         if self.stop_event.is_set() or (self.run_dir / "STOP").exists():
             self.stopped_early = True
@@ -122,12 +143,13 @@ class RunContext:
         return self.finish("failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def attach(trainer, ctx: RunContext):
-    """Connect a transformers ``Trainer`` to ``ctx`` (metrics, stop flag) and silence its stdout printer."""
+def attach(trainer, ctx: RunContext, step_phase: str = "update"):
+    """Connect a transformers ``Trainer`` to ``ctx`` (metrics, stop flag, ``step_phase`` named at the start of
+    each step) and silence its stdout printer."""
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(RunContextCallback(ctx))
+    trainer.add_callback(RunContextCallback(ctx, step_phase))
     return trainer
 
 
@@ -138,12 +160,17 @@ def trained_model(trainer):
 
 
 class RunContextCallback(TrainerCallback):
-    """Bridges a TRL/transformers ``Trainer`` to a ``RunContext``: metrics lines and the stop flag."""
+    """Bridges a TRL/transformers ``Trainer`` to a ``RunContext``: metrics lines, the stop flag, and the phase
+    ``step_phase`` at the start of each step (``state.global_step`` counts finished steps, so the step that
+    begins is ``global_step + 1``)."""
 
     _SKIP = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos"}
 
-    def __init__(self, ctx: RunContext):
-        self.ctx = ctx
+    def __init__(self, ctx: RunContext, step_phase: str = "update"):
+        self.ctx, self.step_phase = ctx, step_phase
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.ctx.phase(self.step_phase, state.global_step + 1)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = {k: v for k, v in (logs or {}).items() if k not in self._SKIP}

@@ -23,6 +23,7 @@ def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, po
 
     torch.manual_seed(cfg.seed)
     if policy is None:  # a fresh LoRA adapter on the base model
+        ctx.phase("loading model")
         policy = get_peft_model(load_causal_lm(source, tokenizer), lora_config(cfg.lora_r, cfg.lora_alpha))
     args = trl.DPOConfig(
         **trl_common_args(cfg, ctx.run_dir, use_cpu=not torch.cuda.is_available()),
@@ -33,11 +34,13 @@ def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, po
         disable_dropout=cfg.disable_dropout,
     )
     tokenizer.padding_side = "right"
+    ctx.phase("preparing data")  # TRL tokenizes the pairs when the trainer is built
     trainer = trl.DPOTrainer(model=policy, args=args, train_dataset=to_trl_preference(train_rows),
                              processing_class=tokenizer)
     with lm_head_on_labelled_positions_only(cfg.response_logits_only):
         attach(trainer, ctx).train()
     tokenizer.padding_side = "left"
     model = trained_model(trainer)
+    ctx.phase("saving adapter")
     model.save_pretrained(ctx.run_dir / "adapter")
     return model

@@ -22,6 +22,13 @@ trunk, as in TRL's former ``AutoModelForCausalLMWithValueHead``, instead of a se
 from the reward model (one copy of the weights on a CPU); the reference model is the policy with its adapter
 disabled. Dropout is off everywhere.
 
+Progress and stopping: each step names its phases through ``ctx.phase``: "sampling" (1), "log-probs" (old,
+reference), "scoring" (2-4), "update" (5); after the loop "saving adapter" (then the caller,
+``AlignmentComparisonManager.train_method``, names "writing samples"). The stop flag is checked between
+sampled tokens (``StopOnRequest``), at every phase boundary and after the step: a step interrupted before its
+update is dropped whole (no metrics line, the policy as after the previous step), so a stopped run's adapter and
+``metrics.jsonl`` always agree. The update itself (a few forward/backward passes) is not interrupted.
+
 Metrics use TRL's PPO names: ``objective/kl``, ``objective/entropy``, ``objective/non_score_reward``,
 ``objective/rlhf_reward``, ``objective/scores``, ``policy/approxkl_avg``, ``policy/clipfrac_avg``,
 ``loss/policy_avg``, ``loss/value_avg``, ``val/clipfrac_avg``, ``val/ratio``, ``val/num_eos_tokens``.
@@ -34,6 +41,7 @@ import time
 
 import torch
 from peft import get_peft_model
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..config import PPOConfig
 from ..generation import MergedRolloutModel, RewardScorer, apply_missing_eos_penalty, generate, pack_responses
@@ -77,6 +85,34 @@ class FixedKLController:
         pass
 
 
+class StopOnRequest(StoppingCriteria):
+    """Ends ``generate`` at the next decoded token once ``should_stop()`` is true (every row at once).
+
+    Checked once per token: an ``Event`` check and one file ``stat`` (``RunContext.should_stop``), microseconds
+    against the milliseconds a token costs.
+    """
+
+    def __init__(self, should_stop):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.size(0),), bool(self.should_stop()), dtype=torch.bool, device=input_ids.device)
+
+
+class StoppableSampler:
+    """``model`` whose ``generate`` also stops at the next token when ``should_stop()`` (``StopOnRequest``); every
+    other attribute is the model's own, so it drops into ``alignment.generation.generate``."""
+
+    def __init__(self, model, should_stop):
+        self._model, self._criteria = model, StoppingCriteriaList([StopOnRequest(should_stop)])
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def generate(self, *args, **kwargs):
+        return self._model.generate(*args, stopping_criteria=self._criteria, **kwargs)
+
+
 def forward_policy(policy, value_head, input_ids, attention_mask, prompt_width: int, temperature: float,
                    response_logits_only: bool = True, entropy: bool = True):
     """Response log-probs (logits / T), values and entropies in one forward pass.
@@ -96,11 +132,13 @@ def forward_policy(policy, value_head, input_ids, attention_mask, prompt_width: 
 def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScorer, ctx: RunContext, policy=None):
     """Train a PPO LoRA adapter and value head; returns the trained ``PeftModel``.
 
-    Saves ``adapter/`` (LoRA) and ``value_head.pt`` in ``ctx.run_dir``.
+    Saves ``adapter/`` (LoRA) and ``value_head.pt`` in ``ctx.run_dir``. Stops early (a valid run directory,
+    ``ctx.stopped_early``) when ``ctx.should_stop()``; see the module docstring for where it is checked.
     """
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     if policy is None:  # a fresh LoRA adapter on the base model
+        ctx.phase("loading model")
         policy = get_peft_model(load_causal_lm(source, tokenizer), lora_config(cfg.lora_r, cfg.lora_alpha))
     if cfg.disable_dropout:
         for m in policy.modules():
@@ -125,13 +163,15 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
 
     for step in range(1, cfg.max_steps + 1):
         # 1. rollout -------------------------------------------------------------------------------------
+        ctx.phase("sampling", step)
         if len(order) < cfg.batch_size:
             order += rng.sample(range(len(prompts)), len(prompts))
         batch_prompts = [prompts[order.pop()] for _ in range(cfg.batch_size)]
         t0 = time.perf_counter()
         if rollout is not None:  # sample from a bf16 merged copy; log-probs below come from the policy itself
             rollout.sync()
-        gens = generate(rollout.model if rollout is not None else policy, tokenizer, batch_prompts,
+        sampler = StoppableSampler(rollout.model if rollout is not None else policy, ctx.should_stop)
+        gens = generate(sampler, tokenizer, batch_prompts,
                         max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, do_sample=True,
                         seed=None, batch_size=cfg.batch_size,
                         sampler="gumbel" if rollout is not None else "multinomial")  # same distribution
@@ -139,6 +179,9 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         lengths = mask.sum(1).long()  # (B,)
         num_tokens += int(attn.sum())
         has_eos = torch.tensor([g.ended_with_eos for g in gens], device=device)
+        if ctx.should_stop():  # this step's rollouts are dropped: the policy stays as after the last full step
+            break
+        ctx.phase("log-probs", step)
         t1 = time.perf_counter()
         # Old log-probs and values come from the policy before this step's update. The first minibatch of
         # the first epoch is forwarded with gradients right away and its outputs, detached, serve as its old
@@ -163,6 +206,9 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
                 old_logprobs[rows], old_values[rows], entropy[rows] = (x.detach().float() for x in out)
             with policy.disable_adapter():
                 ref_logprobs = fwd(slice(None), entropy=False)[0]
+        if ctx.should_stop():
+            break
+        ctx.phase("scoring", step)
         t2 = time.perf_counter()
         with torch.no_grad():  # 2. score (bf16 autocast when cfg.bf16) -----------------------------------------
             scores = scorer.score(batch_prompts, [g.text for g in gens], bf16=cfg.bf16).to(device)  # (B,) fp32
@@ -172,6 +218,9 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             advantages = masked_whiten(advantages, mask)
         # 5. PPO epochs over shuffled minibatches ----------------------------------------------------------
+        if ctx.should_stop():
+            break
+        ctx.phase("update", step)
         t3 = time.perf_counter()
         policy.train()
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "pg_clip", "vf_clip", "approxkl", "ratio", "ent")}
@@ -221,7 +270,9 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             })
         if ctx.should_stop():
             break
+    first_out = None  # a step stopped after its first forward leaves a graph here
     policy.eval()
+    ctx.phase("saving adapter")
     policy.save_pretrained(ctx.run_dir / "adapter")
     torch.save(value_head.state_dict(), ctx.run_dir / "value_head.pt")
     return policy

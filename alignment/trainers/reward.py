@@ -50,6 +50,7 @@ def train_reward_model(cfg: RewardModelConfig, source, tokenizer, train_rows, ev
     from trl import RewardConfig, RewardTrainer
 
     if model is None:
+        ctx.phase("loading model")
         model = get_peft_model(load_sequence_classifier(source, tokenizer, seed=cfg.seed),
                                lora_config(cfg.lora_r, cfg.lora_alpha, task_type="SEQ_CLS"))
     args = RewardConfig(
@@ -60,11 +61,14 @@ def train_reward_model(cfg: RewardModelConfig, source, tokenizer, train_rows, ev
         disable_dropout=cfg.disable_dropout,
     )
     tokenizer.padding_side = "right"
+    ctx.phase("preparing data")  # TRL tokenizes the pairs when the trainer is built
     trainer = RewardTrainer(model=model, args=args, train_dataset=to_trl_preference(train_rows),
                             processing_class=tokenizer)
     attach(trainer, ctx).train()
     tokenizer.padding_side = "left"
     model = trained_model(trainer)
+    ctx.phase("saving adapter")
     model.save_pretrained(ctx.run_dir / "adapter")
     scorer = RewardScorer(model, tokenizer, max_length=args.max_length)
+    ctx.phase("held-out scoring")
     return scorer, {"heldout": evaluate_reward_model(scorer, eval_rows), "adapter": str(Path(ctx.run_dir) / "adapter")}

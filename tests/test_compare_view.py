@@ -1,0 +1,49 @@
+"""The Compare tab's 'what changed' panel and the arena leaderboard's interval, on hand-made inputs."""
+
+import pytest
+
+from alignment.arena import ArenaVotes, bootstrap_intervals
+from ui.compare_tab import diff_html, differences_html
+
+
+def _answer(text):
+    return {"response": text, "reward": 0.0, "length_tokens": len(text.split()), "ended_with_eos": True,
+            "kl_to_base": 0.1}
+
+
+def test_word_diff_marks_added_and_dropped_words_and_escapes_them():
+    out = diff_html("Boil the egg for ten minutes.", "Boil the <b>egg</b> for seven minutes.")
+    assert "<mark>&lt;b&gt;egg&lt;/b&gt;</mark>" in out and "<del>egg</del>" in out
+    assert "<del>ten</del>" in out and "<mark>seven</mark>" in out and out.startswith("Boil the")
+    assert "<b>" not in out  # model text is escaped
+
+
+def test_identical_answers_are_called_identical_and_kl_explained():
+    same = {"base": _answer("Blue."), "dpo": _answer("Blue."), "ppo": _answer("Blue.")}
+    text = differences_html(same)
+    assert "same answer" in text and "different probability" in text
+    mixed = differences_html({"base": _answer("Blue."), "dpo": _answer("Red."), "ppo": _answer("Blue.")})
+    assert "<b>DPO</b>" in mixed and "<mark>Red.</mark>" in mixed and "<b>PPO</b> vs base: <i>same answer" in mixed
+    assert differences_html({"base": _answer("Blue.")}) == ""
+
+
+def test_leaderboard_counts_votes_and_gives_an_interval_that_narrows_with_more_votes(tmp_path):
+    board = ArenaVotes(tmp_path / "votes.json")
+    assert board.leaderboard(["base", "dpo"])[0]["ci_low"] is None  # no votes, no interval
+    for i in range(6):
+        board.add("p", "dpo", "base", "A" if i % 3 else "B", f"s{i}")
+    few = {r["model"]: r for r in board.leaderboard(["base", "dpo"])}
+    assert few["dpo"]["votes"] == 6 and few["dpo"]["ci_low"] <= few["dpo"]["bradley_terry"] <= few["dpo"]["ci_high"]
+    votes = board.votes() * 10
+    many = bootstrap_intervals(votes, ["base", "dpo"])
+    assert many["dpo"][1] - many["dpo"][0] < few["dpo"]["ci_high"] - few["dpo"]["ci_low"]
+
+
+def test_compare_inputs_are_bounded(tmp_path):
+    from class7_1 import AlignmentComparisonManager
+
+    manager = AlignmentComparisonManager("tiny", output_dir=tmp_path)
+    with pytest.raises(ValueError, match="between 1 and 256"):
+        manager.compare_models("hi", max_new_tokens=10**6)
+    with pytest.raises(ValueError, match="too long"):
+        manager.compare_models("x" * 5000)

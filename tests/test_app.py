@@ -145,3 +145,32 @@ def test_app_command_line_parses_logins():
         app.parse_auth("ana")
     args = app.parse_args(["--preset", "quick", "--port", "8080", "--auth", "t:s"])
     assert (args.preset, args.port, args.auth) == ("quick", 8080, "t:s")
+
+
+def test_a_generating_request_does_not_hold_up_other_students(served_app, client, monkeypatch):
+    """One student's item with generated answers (here made to take 6 s) must not delay another student's
+    dataset item, annotation, stats or status poll (with one worker per event it waited for the generation)."""
+    import threading
+
+    from gradio_client import Client
+
+    manager, url = served_app
+    real = manager.generate_candidates
+
+    def slow(*args, **kwargs):
+        with manager._gen_lock:  # a generation holds the shared model
+            time.sleep(6)
+            return real(*args, **kwargs)
+
+    monkeypatch.setattr(manager, "generate_candidates", slow)
+    other = Client(url, verbose=False)
+    job = other.submit("slow-student", "ranking", 3, api_name="/annotation_item")  # generates k - 2 answers
+    threading.Event().wait(1.0)  # the generation is running
+    t = time.perf_counter()
+    item = client.predict("fast-student", "pairwise", 4, api_name="/annotation_item")
+    client.predict({**item, "annotator": "fast-student", "choice": "A"}, api_name="/submit_annotation")
+    client.predict("fast-student", api_name="/annotation_stats")
+    client.predict(api_name="/training_status")
+    assert time.perf_counter() - t < 3.0
+    assert not job.done()  # the slow one really was still generating
+    assert len(job.result(timeout=120)["responses"]) == 3

@@ -11,6 +11,7 @@ import gradio as gr
 from . import data_tab, report_tab
 
 from .annotate_tab import KEYBOARD_JS, create_annotate_tab
+from .common import FREE
 from .compare_tab import create_compare_tab
 from .data_tab import create_data_tab
 from .learn_tab import create_learn_tab
@@ -53,10 +54,11 @@ def create_app(manager) -> gr.Blocks:
             with gr.Tab("6 · Report", id="report"):
                 report = create_report_tab(manager)
         for tab in (annotate, compare):  # under --auth the login is the name, read-only
-            demo.load(tab["fill_identity"], None, tab.get("annotator") or tab["voter"], api_visibility="private")
+            demo.load(tab["fill_identity"], None, tab.get("annotator") or tab["voter"], api_visibility="private", **FREE)
         demo.load(lambda: data_tab.refresh(manager), None, [data["status"], data["preview"], data["hist"], data["stats"]],
-                  api_visibility="private")
+                  api_visibility="private", show_progress="hidden", **FREE)
         demo.load(lambda: report_tab.refresh(manager), None,
-                  [report["status"], report["headline"], report["files"], *report["plots"]], api_visibility="private")
+                  [report["status"], report["headline"], report["files"], *report["plots"]], api_visibility="private",
+                  show_progress="hidden", **FREE)
     return demo
 

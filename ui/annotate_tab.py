@@ -18,7 +18,7 @@ import gradio as gr
 
 from alignment.annotations import StoreBusy, render_prompt
 
-from .common import error_text, identity, md_escape
+from .common import FREE, error_text, identity, md_escape
 
 MAX_K = 6
 CHOICES = [("A is better", "A", "ann-a"), ("B is better", "B", "ann-b"), ("Tie", "tie", "ann-tie"),
@@ -234,20 +234,19 @@ def create_annotate_tab(manager) -> dict:
     stats_outputs = [progress, history, agreement_md, counts]
     where = [annotator, mode, k, source, own_prompt]
     answered = [item, status, rationale, *item_outputs]
-    mode.change(lambda m: gr.update(visible=m == "ranking"), mode, k, api_visibility="private")
-    source.change(lambda s: gr.update(visible=s == "generated"), source, own_prompt, api_visibility="private")
-    next_btn.click(load_next, where, [item, status, *item_outputs],
-                   api_visibility="private").then(refresh, annotator, stats_outputs, api_visibility="private")
+    private = dict(api_visibility="private", **FREE)
+    mode.change(lambda m: gr.update(visible=m == "ranking"), mode, k, **private)
+    source.change(lambda s: gr.update(visible=s == "generated"), source, own_prompt, **private)
+    next_btn.click(load_next, where, [item, status, *item_outputs], **private).then(refresh, annotator, stats_outputs,
+                                                                                   **private)
     for (_, value, _), btn in zip(CHOICES, choice_btns):
-        btn.click(choice_handler(value), [annotator, item, rationale, *where[1:]], answered, api_visibility="private",
-                  concurrency_limit=None).then(refresh, annotator, stats_outputs, api_visibility="private")
-    submit_rank.click(submit_ranking, [annotator, item, rationale, *where[1:], *rank_sel], answered,
-                      api_visibility="private", concurrency_limit=None).then(
-        refresh, annotator, stats_outputs, api_visibility="private")
-    undo.click(do_undo, annotator, answered, api_visibility="private").then(refresh, annotator, stats_outputs,
-                                                                            api_visibility="private")
-    annotator.submit(refresh, annotator, stats_outputs, api_visibility="private")
-    export_btn.click(do_export, None, [export_file, status], api_name="export_annotations")
+        btn.click(choice_handler(value), [annotator, item, rationale, *where[1:]], answered, **private).then(
+            refresh, annotator, stats_outputs, **private)
+    submit_rank.click(submit_ranking, [annotator, item, rationale, *where[1:], *rank_sel], answered, **private).then(
+        refresh, annotator, stats_outputs, **private)
+    undo.click(do_undo, annotator, answered, **private).then(refresh, annotator, stats_outputs, **private)
+    annotator.submit(refresh, annotator, stats_outputs, **private)
+    export_btn.click(do_export, None, [export_file, status], api_name="export_annotations", **FREE)
     use_btn.click(use_as_dataset, None, status, api_visibility="private")
 
     # API for scripts and gradio_client: the same manager calls as the buttons, with the same identity rules
@@ -277,10 +276,10 @@ def create_annotate_tab(manager) -> dict:
         s = manager.annotation_summary(identity(request, annotator) or None)
         return {"total": s["total"], "counts": s["counts"], "agreement": s["agreement"], "pairs": s["pairs"]}
 
-    gr.api(annotation_item, api_name="annotation_item")
-    gr.api(submit_annotation, api_name="submit_annotation", concurrency_limit=None, queue=False)
-    gr.api(undo_annotation, api_name="undo_annotation", concurrency_limit=None)
-    gr.api(annotation_stats, api_name="annotation_stats", concurrency_limit=None)
+    gr.api(annotation_item, api_name="annotation_item", **FREE)
+    gr.api(submit_annotation, api_name="submit_annotation", queue=False, **FREE)
+    gr.api(undo_annotation, api_name="undo_annotation", **FREE)
+    gr.api(annotation_stats, api_name="annotation_stats", **FREE)
     return {"annotator": annotator, "fill_identity": fill_identity, "mode": mode, "k": k, "source": source, "own_prompt": own_prompt,
             "next": next_btn, "prompt": prompt_md, "resp_a": resp_a, "resp_b": resp_b, "status": status,
             "undo": undo, "history": history, "agreement": agreement_md, "counts": counts, "export": export_btn,

@@ -17,6 +17,18 @@ def md_escape(text) -> str:
     return out.replace("://", ":\\/\\/").replace("www.", "www\\.")
 
 
+# Concurrency of the Gradio queue (its limit applies per event function, default 1 worker each). Events that
+# only read or write files (annotation items and submits, stats, votes, status polls) run concurrently (FREE):
+# one student's request never waits behind another's. Events that generate with the shared model join one
+# group of one worker (MODEL): generation is serialised anyway by the manager's lock, and a queued request then
+# waits in Gradio's queue, not in a worker. Building the report (minutes of CPU) has its own single worker.
+# An event that may or may not generate (the next annotation item: a dataset pair, or generated answers)
+# is FREE; its generation takes the manager's lock.
+FREE = {"concurrency_limit": None}
+MODEL = {"concurrency_id": "model", "concurrency_limit": 1}
+REPORT = {"concurrency_id": "report", "concurrency_limit": 1}
+
+
 def identity(request, typed: str | None = None) -> str:
     """Who is calling: the login (``gr.Request.username``) under ``--auth``, otherwise the name typed in the page
     (unverified; the page says so). Handlers pass the result to the manager, which checks ownership with it."""

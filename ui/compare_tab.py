@@ -15,7 +15,7 @@ import gradio as gr
 import difflib
 import html
 
-from .common import error_text, fmt, identity
+from .common import FREE, MODEL, error_text, fmt, identity
 
 MODELS = ["base", "dpo", "ppo", "grpo"]
 
@@ -186,14 +186,14 @@ def create_compare_tab(manager) -> dict:
         return info, rows
 
     # ------------------------------------------------------------------ wiring
-    example.change(lambda e: e or gr.update(), example, prompt, api_visibility="private")
+    example.change(lambda e: e or gr.update(), example, prompt, api_visibility="private", **FREE)
     go.click(on_compare, [prompt, max_tokens, temperature, seed],
-             [cmp_status, *boxes.values(), table, diff, last_answers], api_visibility="private")
-    arena_go.click(new_pair, [prompt, voter_name], [reveal, ans1, ans2, arena_state], api_visibility="private")
+             [cmp_status, *boxes.values(), table, diff, last_answers], api_visibility="private", **MODEL)
+    arena_go.click(new_pair, [prompt, voter_name], [reveal, ans1, ans2, arena_state], api_visibility="private", **MODEL)
     for btn, winner in ((v1, "A"), (vt, "tie"), (v2, "B")):
         btn.click(vote_handler(winner), [arena_state, voter_name], [reveal, board, board_note, arena_state],
-                  api_visibility="private")
-    judge_go.click(on_judge, last_answers, [judge_info, judge_table], api_visibility="private")
+                  api_visibility="private", **FREE)
+    judge_go.click(on_judge, last_answers, [judge_info, judge_table], api_visibility="private", **FREE)
 
     def compare(prompt: str, max_new_tokens: int = manager.COMPARE_MAX_NEW_TOKENS, temperature: float = 0.7,
                 seed: int = 42) -> dict:
@@ -223,9 +223,9 @@ def create_compare_tab(manager) -> dict:
         user = identity(request)
         return gr.update(value=user, interactive=False, info="Your login.") if user else gr.update()
 
-    gr.api(compare, api_name="compare")
-    gr.api(arena_round, api_name="arena_round")
-    gr.api(arena_vote, api_name="arena_vote", concurrency_limit=None)
+    gr.api(compare, api_name="compare", **MODEL)
+    gr.api(arena_round, api_name="arena_round", **MODEL)
+    gr.api(arena_vote, api_name="arena_vote", **FREE)
     return {"example": example, "prompt": prompt, "go": go, "table": table, **{f"answer_{m}": b for m, b in boxes.items()},
             "arena_go": arena_go, "answer_1": ans1, "answer_2": ans2, "vote_1": v1, "vote_tie": vt, "vote_2": v2,
             "reveal": reveal, "leaderboard": board, "voter": voter_name, "fill_identity": fill_identity,

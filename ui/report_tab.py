@@ -12,7 +12,7 @@ import json
 
 import gradio as gr
 
-from .common import error_text, md_escape
+from .common import REPORT, error_text, md_escape
 
 FILES = ("alignment_comparison_report.json", "evaluation_results.json", "final_summary.json")
 PLOTS = ("mean_reward", "reward_vs_kl", "length_vs_reward", "per_category", "training_curves")
@@ -92,7 +92,8 @@ def create_report_tab(manager) -> dict:
         return _view(manager, report)
 
     # one progress bar, on the status line: without show_progress_on Gradio draws it over each of the 8 outputs
-    build.click(on_build, None, [status, headline, files, *plots], api_name="build_report", show_progress_on=[status])
+    build.click(on_build, None, [status, headline, files, *plots], api_name="build_report", show_progress_on=[status],
+                **REPORT)
     return {"build": build, "status": status, "headline": headline, "files": files, "plots": plots}
 
 

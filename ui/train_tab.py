@@ -14,7 +14,7 @@ import gradio as gr
 
 from alignment.config import METHODS
 
-from .common import error_text, identity, md_escape, progress_html
+from .common import FREE, error_text, identity, md_escape, progress_html
 
 METHOD_LABELS = [("Reward model", "reward"), ("DPO", "dpo"), ("PPO", "ppo"), ("GRPO", "grpo")]
 HELP = {
@@ -171,18 +171,19 @@ def create_train_tab(manager) -> dict:
 
     seen = gr.State(None)
     # .input, not .change: a form filled by the poll with a running job's settings must not be reset to defaults
-    method.input(fill_defaults, [method, preset], list(fields.values()), api_visibility="private")
-    preset.input(fill_defaults, [method, preset], list(fields.values()), api_visibility="private")
-    start.click(on_start, [method, preset, *fields.values()], status, api_name="start_training")
-    stop.click(on_stop, None, status, api_name="stop_training")
+    method.input(fill_defaults, [method, preset], list(fields.values()), api_visibility="private", **FREE)
+    preset.input(fill_defaults, [method, preset], list(fields.values()), api_visibility="private", **FREE)
+    start.click(on_start, [method, preset, *fields.values()], status, api_name="start_training", **FREE)
+    stop.click(on_stop, None, status, api_name="stop_training", **FREE)
     timer.tick(poll, seen, [status, bar, chart, log, runs, *form, seen], api_visibility="private",
-               show_progress="hidden")
-    run_pick.change(lambda m: manager.training_chart(m) if m else None, run_pick, run_chart, api_visibility="private")
+               show_progress="hidden", **FREE)  # every student's page polls every second
+    run_pick.change(lambda m: manager.training_chart(m) if m else None, run_pick, run_chart, api_visibility="private",
+                    **FREE)
 
     def training_status() -> dict:
         """The current (or last) training job: status, step, total_steps, history, log_tail, error."""
         return manager.training_status() or {"status": "idle"}
 
-    gr.api(training_status, api_name="training_status")
+    gr.api(training_status, api_name="training_status", **FREE)
     return {"method": method, "preset": preset, **fields, "start": start, "stop": stop, "status": status,
             "bar": bar, "chart": chart, "log": log, "runs": runs, "timer": timer}

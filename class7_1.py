@@ -92,7 +92,11 @@ class AlignmentComparisonManager:
         self._gen_lock = threading.RLock()
         self._arena_lock, self._arena_rounds = threading.Lock(), collections.OrderedDict()
         self._agreement_lock, self._agreement = threading.Lock(), None  # (store version, time, statistics)
-        self._configs = {m: self.config_for(m) for m in METHODS}  # validate early
+        # The preset's configs (validated now), never overwritten by a run: a short run from the Train tab must not
+        # change how the class's data is fitted or how long the evaluation and the arena decode. What each run
+        # trained with is in run_configs (and in its run directory's config.json).
+        self._configs = {m: self.config_for(m) for m in METHODS}
+        self.run_configs: dict = {}
 
     # ------------------------------------------------------------------------------------------ setup
     def config_for(self, method: str, preset: str | None = None, **extra):
@@ -100,6 +104,12 @@ class AlignmentComparisonManager:
         raises ValueError if invalid."""
         values = {"seed": self.seed, **self.overrides.get("all", {}), **self.overrides.get(method, {}), **extra}
         return make_config(method, preset or self.preset, **values)
+
+    @property
+    def lengths(self):
+        """The length budget every method shares under the manager's preset and overrides (``max_prompt_length``,
+        ``max_completion_length``): data fitting, the evaluation and annotation candidates use it."""
+        return self._configs["dpo"]
 
     def setup_models(self) -> dict:
         """Resolve where the model comes from and load the tokenizer (weights load per run)."""
@@ -115,7 +125,7 @@ class AlignmentComparisonManager:
         """Load, fit to the length budget, and split the preference pairs; returns statistics and the rows."""
         self.setup_models()
         rows, report = load_preference_dataset(self.dataset_source, max_pairs=self.max_pairs, name=self.dataset_name)
-        common = self._configs["dpo"]
+        common = self.lengths
         rows = fit_to_length(rows, self.tokenizer, common.max_prompt_length, common.max_completion_length, report)
         train, heldout = split_pairs(rows, seed=self.seed, report=report)
         prompts = load_eval_prompts(self.eval_prompts_path)[: self.max_eval_prompts]
@@ -159,7 +169,7 @@ class AlignmentComparisonManager:
         if self.datasets is None:
             self.load_preference_datasets()
         cfg = self.config_for(method, **overrides)
-        self._configs[method] = cfg
+        self.run_configs[method] = cfg
         ctx = RunContext(self.run_dir(method), method, cfg.max_steps, self.stop_event, on_progress)
         ctx.write_config({"method": method, "config": cfg.to_dict(), "model": self.setup_models(),
                           "dataset": self.datasets["load_report"], "train_pairs": len(self.datasets["train"])})
@@ -256,7 +266,7 @@ class AlignmentComparisonManager:
             if callable(progress):
                 progress(min(1.0, f), desc)
 
-        steps = self._configs["dpo"].max_completion_length
+        steps = self.lengths.max_completion_length
 
         def step(phase: str, done: int, total: int) -> None:
             if phase == PHASES[0]:  # decoded token steps, max_new_tokens per batch
@@ -299,8 +309,20 @@ class AlignmentComparisonManager:
         setup = {"model": self.setup_models(), "preset": self.preset,
                  "dataset": {"source": self.dataset_source, **(self.datasets or {}).get("load_report", {}),
                              "statistics": (self.datasets or {}).get("statistics")},
-                 "configs": {m: self._configs[m].to_dict() for m in METHODS}}
+                 "configs": {m: self._trained_config(m) for m in METHODS}}
         return write_reports(self.output_dir, setup, results, evaluation_results)
+
+    def _trained_config(self, method: str) -> dict:
+        """The config ``method``'s run trained with: this session's, else its run directory's ``config.json``
+        (an earlier session), else the preset's (not trained)."""
+        if method in self.run_configs:
+            return self.run_configs[method].to_dict()
+        path = self.run_dir(method) / "config.json"
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8")).get("config")
+            if isinstance(saved, dict):
+                return saved
+        return self._configs[method].to_dict()
 
     def run_all(self, methods=METHODS, progress: bool = True) -> dict:
         """Data -> training -> evaluation -> report. Returns the report dict (wall time per stage in
@@ -457,7 +479,7 @@ class AlignmentComparisonManager:
         out = []
         with self._gen_lock, _base_only(policy):
             for i, t in enumerate(temps):
-                g = generate(policy, self.tokenizer, [prompt], self._configs["dpo"].max_completion_length, t,
+                g = generate(policy, self.tokenizer, [prompt], self.lengths.max_completion_length, t,
                              seed=self.seed + seed_offset + i, batch_size=1)[0]
                 out.append(g.text or "(empty answer)")
         return out

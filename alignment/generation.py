@@ -92,11 +92,11 @@ def _generate_batches(model, tokenizer, prompts, batch_size: int, generate_kwarg
     ``model.generate(**enc, **generate_kwargs(start, enc))`` -> ``Generation``s cut after the first EOS."""
     was_training = model.training
     model.eval()
-    tokenizer.padding_side = "left"
     texts = prompt_texts(tokenizer, prompts)
     out: list[Generation] = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    for i in range(0, len(texts), batch_size):  # left padding per call: the shared tokenizer is never changed
+        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left",
+                        add_special_tokens=False).to(model.device)
         kwargs = generate_kwargs(i, enc)
         recorder = next((p for p in kwargs.get("logits_processor", ()) if getattr(p, "record_logps", False)), None)
         seqs = model.generate(**enc, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
@@ -281,8 +281,8 @@ def pack_responses(tokenizer, prompts, responses: list[list[int]], device=None):
         ``input_ids (B, P + T)``, ``attention_mask (B, P + T)``, ``response_mask (B, T)``, ``P`` (padded
         prompt width). Padding uses ``pad_token_id`` but no mask is derived from it.
     """
-    tokenizer.padding_side = "left"
-    enc = tokenizer(prompt_texts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tokenizer(prompt_texts(tokenizer, prompts), return_tensors="pt", padding=True, padding_side="left",
+                    add_special_tokens=False)
     B, P = enc["input_ids"].shape
     T = max(1, max(len(r) for r in responses))
     resp = torch.full((B, T), tokenizer.pad_token_id, dtype=torch.long)
@@ -365,7 +365,9 @@ class RewardScorer:
     """
 
     def __init__(self, model, tokenizer, max_length: int = 512, batch_size: int = 16):
-        self.model, self.tokenizer = model.eval(), tokenizer
+        # its own tokenizer, truncating on the left (keep the response): the shared one is never changed
+        self.model, self.tokenizer = model.eval(), copy.deepcopy(tokenizer)
+        self.tokenizer.truncation_side = "left"
         self.max_length, self.batch_size = max_length, batch_size
 
     @torch.no_grad()
@@ -379,16 +381,11 @@ class RewardScorer:
         texts = [self.tokenizer.apply_chat_template(as_messages(p) + [{"role": "assistant", "content": r}], tokenize=False)
                  for p, r in zip(prompts, responses)]
         scores = []
-        side = self.tokenizer.truncation_side
-        self.tokenizer.truncation_side = "left"
-        try:
-            for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
-                                     max_length=self.max_length, add_special_tokens=False).to(self.model.device)
-                with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    scores.append(self.model(**enc).logits[:, 0].float().cpu())
-        finally:
-            self.tokenizer.truncation_side = side
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
+                                 max_length=self.max_length, add_special_tokens=False).to(self.model.device)
+            with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=bf16):
+                scores.append(self.model(**enc).logits[:, 0].float().cpu())
         return torch.cat(scores) if scores else torch.zeros(0)
 
     def __call__(self, prompts, completions, bf16: bool = False, **kwargs) -> list[float]:

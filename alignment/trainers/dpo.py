@@ -8,6 +8,7 @@ Metrics: TRL's ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``,
 
 from __future__ import annotations
 
+import copy
 import torch
 from peft import get_peft_model
 
@@ -33,13 +34,13 @@ def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, po
         loss_type=[cfg.loss_type],
         disable_dropout=cfg.disable_dropout,
     )
+    tokenizer = copy.deepcopy(tokenizer)  # TRL pads on the right; the app's shared tokenizer stays as it is
     tokenizer.padding_side = "right"
     ctx.phase("preparing data")  # TRL tokenizes the pairs when the trainer is built
     trainer = trl.DPOTrainer(model=policy, args=args, train_dataset=to_trl_preference(train_rows),
                              processing_class=tokenizer)
     with lm_head_on_labelled_positions_only(cfg.response_logits_only):
         attach(trainer, ctx).train()
-    tokenizer.padding_side = "left"
     model = trained_model(trainer)
     ctx.phase("saving adapter")
     model.save_pretrained(ctx.run_dir / "adapter")

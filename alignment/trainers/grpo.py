@@ -18,6 +18,7 @@ clean exit inside one).
 
 from __future__ import annotations
 
+import copy
 import torch
 from datasets import Dataset
 from peft import get_peft_model
@@ -63,7 +64,7 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
         return scores
 
     trainer = trl.GRPOTrainer(model=policy, reward_funcs=reward_model, args=args, train_dataset=prompts,
-                              processing_class=tokenizer)
+                              processing_class=copy.deepcopy(tokenizer))  # the app's shared tokenizer stays as it is
     # TRL samples through policy.generate: with bf16 a merged copy with Gumbel-max draws (same distribution;
     # log-probs still come from the policy)
     sample = MergedRolloutModel(policy).generate if cfg.bf16 else policy.generate
@@ -79,7 +80,6 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
             attach(trainer, ctx, step_phase="sampling").train()
     finally:
         policy.__dict__.pop("generate", None)
-    tokenizer.padding_side = "left"
     model = trained_model(trainer)
     ctx.phase("saving adapter")
     model.save_pretrained(ctx.run_dir / "adapter")

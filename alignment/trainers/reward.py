@@ -7,6 +7,7 @@ for error analysis.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -60,15 +61,15 @@ def train_reward_model(cfg: RewardModelConfig, source, tokenizer, train_rows, ev
         center_rewards_coefficient=cfg.center_rewards_coefficient,
         disable_dropout=cfg.disable_dropout,
     )
+    shared_tokenizer, tokenizer = tokenizer, copy.deepcopy(tokenizer)  # TRL pads on the right; the shared one stays
     tokenizer.padding_side = "right"
     ctx.phase("preparing data")  # TRL tokenizes the pairs when the trainer is built
     trainer = RewardTrainer(model=model, args=args, train_dataset=to_trl_preference(train_rows),
                             processing_class=tokenizer)
     attach(trainer, ctx).train()
-    tokenizer.padding_side = "left"
     model = trained_model(trainer)
     ctx.phase("saving adapter")
     model.save_pretrained(ctx.run_dir / "adapter")
-    scorer = RewardScorer(model, tokenizer, max_length=args.max_length)
+    scorer = RewardScorer(model, shared_tokenizer, max_length=args.max_length)
     ctx.phase("held-out scoring")
     return scorer, {"heldout": evaluate_reward_model(scorer, eval_rows), "adapter": str(Path(ctx.run_dir) / "adapter")}

@@ -4,6 +4,7 @@ The hub is never contacted: HF_HUB_OFFLINE is forced before anything imports hug
 """
 
 import os
+import shutil
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -74,3 +75,39 @@ def served_app(tmp_path_factory):
     manager, demo, url = launch_app(out, data_dirs=[DATA_DIR, tmp_path_factory.mktemp("data")])
     yield manager, url
     demo.close()
+
+
+# ---------------------------------------------------------------------------------------- browser tests
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+                                    reason="Debian's chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless chromium driven by Playwright (never a downloaded browser), shared by the browser tests."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str, width: int, height: int, **kwargs):
+    """A new page of the app at ``width`` x ``height``, loaded (the first tab is there)."""
+    page = browser.new_page(viewport={"width": width, "height": height}, **kwargs)
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.get_by_role("tab", name="1 · Learn").wait_for()
+    return page
+
+
+def open_tab(page, name: str) -> None:
+    """Click a tab; on a phone the later tabs sit in Gradio's "More tabs" menu."""
+    tab = page.get_by_role("tab", name=name)
+    if tab.count() and tab.is_visible():
+        tab.click()
+    else:
+        page.get_by_label("More tabs").click()
+        page.locator("button:visible", has_text=name).last.click()

@@ -6,49 +6,19 @@ without it, never skipped in CI.
 """
 
 import json
-import os
-import shutil
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from conftest import needs_chromium, open_page, open_tab
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                                reason="Debian's chromium is not installed (apt-get install chromium)")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def _open(browser, url, width, height):
-    pg = browser.new_page(viewport={"width": width, "height": height})
-    pg.set_default_timeout(60_000)
-    pg.goto(url)
-    pg.get_by_role("tab", name="1 · Learn").wait_for()
-    return pg
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def page(served_app, browser):
-    pg = _open(browser, served_app[1], 1280, 1400)
+    pg = open_page(browser, served_app[1], 1280, 1400)
     yield pg
     pg.close()
-
-
-def open_tab(page, name: str) -> None:
-    """Click a tab; on a phone the later tabs sit in Gradio's "More tabs" menu."""
-    try:
-        page.get_by_role("tab", name=name).click(timeout=3000)
-    except Exception:
-        page.get_by_label("More tabs").click()
-        page.locator("button:visible", has_text=name).last.click()
 
 
 # Header cells whose longest word is wider than the cell: the text breaks inside words, letter by letter.
@@ -184,7 +154,7 @@ def test_annotation_feedback_keys_name_first_and_undo(served_app, page):
 def test_tables_fit_or_scroll(served_app, browser, width, height):
     """Issue 14, items 16-17: no table column off-screen without a way to scroll to it, and no header broken
     letter by letter, on a laptop and on a phone."""
-    pg = _open(browser, served_app[1], width, height)
+    pg = open_page(browser, served_app[1], width, height)
     try:
         open_tab(pg, "2 · Data")
         pg.locator("#data-preview th").first.wait_for()

@@ -8,15 +8,13 @@ Needs /usr/bin/chromium; skipped locally without it, never skipped in CI.
 """
 
 import json
-import os
-import shutil
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from conftest import needs_chromium, open_page
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                                reason="Debian's chromium is not installed (apt-get install chromium)")
+
+pytestmark = needs_chromium
 
 VIEWPORTS = [(390, 844), (1280, 800)]
 
@@ -35,17 +33,11 @@ def trained_app(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(trained_app):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        pg = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-        pg.set_default_timeout(60_000)
-        pg.goto(trained_app[1])
-        pg.get_by_role("tab", name="6 · Report").wait_for()
-        yield pg
-        browser.close()
+def page(trained_app, browser):
+    pg = open_page(browser, trained_app[1], 1280, 800, accept_downloads=True)
+    pg.get_by_role("tab", name="6 · Report").wait_for()
+    yield pg
+    pg.close()
 
 
 def _open_tab(page, name: str, width: int, height: int) -> None:

@@ -9,18 +9,16 @@ adapter saved; on a phone (390x844) the chart's titles neither overlap nor leave
 """
 
 import json
-import os
 import re
-import shutil
 import time
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from conftest import needs_chromium, open_page, open_tab
+
 SAMPLING_S = 4.0  # longer than the 1.5 s between the two label reads plus a poll interval
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                                reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -32,27 +30,9 @@ def app(tmp_path_factory):
     demo.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
 def open_train(browser, url, width=1280, height=800):
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.get_by_role("tab", name="1 · Learn").wait_for()
-    tab = page.get_by_role("tab", name="4 · Train")
-    if tab.count() and tab.is_visible():
-        tab.click()
-    else:  # a narrow screen folds the later tabs into a menu
-        page.locator('button[aria-label="More tabs"]').click()
-        page.locator("button", has_text="4 · Train").last.click()
+    page = open_page(browser, url, width, height)
+    open_tab(page, "4 · Train")
     page.locator("#train-start").wait_for()
     return page
 

@@ -90,6 +90,7 @@ class AlignmentComparisonManager:
         self.job = None  # the app's background TrainingJob
         self._policy, self._policy_key, self._candidates = None, None, {}
         self._gen_lock = threading.RLock()
+        self._start_lock = threading.Lock()
         self._arena_lock, self._arena_rounds = threading.Lock(), collections.OrderedDict()
         self._agreement_lock, self._agreement = threading.Lock(), None  # (store version, time, statistics)
         # The preset's configs (validated now), never overwritten by a run: a short run from the Train tab must not
@@ -400,7 +401,9 @@ class AlignmentComparisonManager:
         old = (self.dataset_source, self.dataset_name, self.max_pairs, self.datasets)
         self.dataset_source, self.dataset_name, self.max_pairs = source, name, max_pairs
         try:
-            return self.load_preference_datasets()
+            loaded = self.load_preference_datasets()
+            self._candidates = {}  # generated ranking answers belong to the old dataset's prompts
+            return loaded
         except Exception as exc:
             self.dataset_source, self.dataset_name, self.max_pairs, self.datasets = old
             message = redact_paths(str(exc), {source: name, str(Path(source).resolve()): name} if name else {})
@@ -416,10 +419,11 @@ class AlignmentComparisonManager:
     @property
     def annotations(self):
         """The ``AnnotationStore`` of ``collected_annotations.json`` (in ``output_dir`` unless set)."""
-        if self._annotations is None:
-            from alignment.annotations import ANNOTATIONS_FILE, AnnotationStore
+        with self._start_lock:  # the first requests of a class arrive together: open the store once
+            if self._annotations is None:
+                from alignment.annotations import ANNOTATIONS_FILE, AnnotationStore
 
-            self._annotations = AnnotationStore(self.annotations_path or self.output_dir / ANNOTATIONS_FILE)
+                self._annotations = AnnotationStore(self.annotations_path or self.output_dir / ANNOTATIONS_FILE)
         return self._annotations
 
     def annotation_item(self, annotator: str, mode: str = "pairwise", k: int = 4, source: str = "dataset",
@@ -445,6 +449,8 @@ class AlignmentComparisonManager:
             text = (prompt or "").strip()
             if not text:
                 raise ValueError("Type a prompt to generate responses for")
+            if len(text) > self.MAX_PROMPT_CHARS:
+                raise ValueError(f"The prompt is too long ({self.MAX_PROMPT_CHARS} characters at most)")
             responses = self.generate_candidates(text, k)
             return {"item_id": item_id(text, responses), "prompt": text, "responses": responses,
                     "category": "generated", "source": "generated", "index": None, "total": None}
@@ -530,7 +536,8 @@ class AlignmentComparisonManager:
                 cached = self._agreement = (version, time.monotonic(), agreement(store.records()))
         return {"total": store.total(), "counts": store.counts(),
                 "history": store.history(annotator, limit=50) if annotator else [],
-                "agreement": cached[2], "pairs": store.n_pairs()}
+                "agreement": cached[2], "pairs": store.n_pairs(), "skipped_on_import": store.skipped_on_import,
+                "backups": [b.name for b in store.backups]}
 
     def export_annotations(self, path: str | Path | None = None) -> tuple[Path, int]:
         """Write the annotations as TRL preference JSONL (prompt/chosen/rejected); returns (path, pairs).
@@ -553,19 +560,19 @@ class AlignmentComparisonManager:
 
         if method not in METHODS:
             raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        if self.job is not None and self.job.running:
-            raise RuntimeError(f"'{self.job.method}' is training (step {self.job.step}/{self.job.total_steps}); "
-                               "wait for it or stop it first")
         if preset is not None and preset != self.preset:
             overrides = self.config_for(method, preset, **overrides).to_dict()
         cfg = self.config_for(method, **overrides)  # raises ValueError before launch
-        if method in ("ppo", "grpo"):
-            self._reward_scorer()  # fail now, with a clear message, if no reward model was trained
-        self.stop_event.clear()
         settings = {"preset": preset or self.preset, **self.training_settings(method, config=cfg)}
-        self.job = TrainingJob(method, lambda cb: self.train_method(method, on_progress=cb, **overrides),
-                               cfg.max_steps, stop_event=self.stop_event, settings=settings)
-        self.job.owner = user
+        with self._start_lock:  # check and start as one step: two clicks at once never start two trainings
+            if self.job is not None and self.job.running:
+                raise RuntimeError(f"'{self.job.method}' is training (step {self.job.step}/{self.job.total_steps}); "
+                                   "wait for it or stop it first")
+            if method in ("ppo", "grpo"):
+                self._reward_scorer()  # fail now, with a clear message, if no reward model was trained
+            self.stop_event.clear()
+            self.job = TrainingJob(method, lambda cb: self.train_method(method, on_progress=cb, **overrides),
+                                   cfg.max_steps, stop_event=self.stop_event, settings=settings, owner=user)
         return self.job
 
     def stop_training(self, user: str | None = None) -> bool:
@@ -578,9 +585,8 @@ class AlignmentComparisonManager:
         """
         if self.job is None or not self.job.running:
             return False
-        owner = getattr(self.job, "owner", None)
-        if user != owner and not self.is_teacher(user):
-            raise PermissionError(f"{owner} started this run: only they or the teacher can stop it")
+        if user != self.job.owner and not self.is_teacher(user):
+            raise PermissionError(f"{self.job.owner} started this run: only they or the teacher can stop it")
         return self.job.stop()
 
     def training_status(self) -> dict | None:
@@ -738,6 +744,10 @@ class AlignmentComparisonManager:
         import random
         import secrets
 
+        if voter:
+            from alignment.annotations import check_annotator
+
+            voter = check_annotator(voter)
         names = ["base", *self.trained_policies()]
         if len(names) < 2:
             raise ValueError("The arena needs at least one trained policy (DPO, PPO or GRPO) besides base")
@@ -765,8 +775,10 @@ class AlignmentComparisonManager:
             ValueError: an unknown winner; a round id the server never issued, already voted on, or issued to
                 another voter (the round stays open for its owner in that case).
         """
+        from alignment.annotations import check_annotator
         from alignment.arena import ARENA_VOTES
 
+        voter = check_annotator(voter) if voter else ""
         if winner not in ARENA_VOTES:
             raise ValueError(f"Vote must be one of {', '.join(ARENA_VOTES)}; got {winner!r}")
         with self._arena_lock:
@@ -774,7 +786,12 @@ class AlignmentComparisonManager:
             if rnd is None or rnd["voter"] != voter:
                 raise ValueError("Unknown or already used blind pair: ask for a new pair, then vote once")
             del self._arena_rounds[round_id]
-        vote = self.arena.add(rnd["prompt"], rnd["models"][0], rnd["models"][1], winner, voter)
+        try:
+            vote = self.arena.add(rnd["prompt"], rnd["models"][0], rnd["models"][1], winner, voter)
+        except Exception:
+            with self._arena_lock:  # not recorded: the round stays open, the student can vote again
+                self._arena_rounds[round_id] = rnd
+            raise
         return {"models": rnd["models"], "vote": vote,
                 "leaderboard": self.arena.leaderboard(["base", *self.trained_policies()])}
 

@@ -48,7 +48,7 @@ from typing import Literal
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
-from .data.formats import annotations_to_pairs
+from .data.formats import MAX_RANKED, annotations_to_pairs
 
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad", "skip")
 ANNOTATIONS_FILE = "collected_annotations.json"
@@ -59,7 +59,7 @@ MAX_ID = 64              # item ids
 MAX_TEXT = 8_000         # a prompt turn or one response
 MAX_TURNS = 32           # messages in a conversation prompt
 MAX_RATIONALE = 2_000
-MIN_RANK_K, MAX_RANK_K = 3, 6   # answers in a ranking
+MIN_RANK_K, MAX_RANK_K = 3, MAX_RANKED   # answers in a ranking
 NAME_PATTERN = re.compile(r"^[\w][\w .@'-]{0,63}$")  # letters/digits (any script), space, . @ ' -
 
 
@@ -264,6 +264,8 @@ class AnnotationStore:
         self._dirty = threading.Event()
         self._closed = False
         self.skipped_on_import = 0
+        self.backups: list[Path] = []  # copies of a changed JSON file made before an export replaced it
+        self._last_export: tuple[int, int] | None = None  # (mtime_ns, size) of the file this store last wrote
         with self.lock:
             for stale in self.path.parent.glob(self.path.name + ".*tmp"):  # left by killed writers
                 stale.unlink(missing_ok=True)
@@ -419,12 +421,41 @@ class AnnotationStore:
 
         The stored JSON texts are written as they are (validated when stored), not parsed and re-serialised:
         the export of a few thousand records costs milliseconds of the server's time, not tens of them."""
-        self._dirty.clear()
-        texts = [t for (t,) in self._conn().execute("SELECT record FROM annotations ORDER BY seq")]
-        body = '{"version": 1, "annotations": [\n' + ",\n".join(texts) + "\n]}\n" if texts else '{"version": 1, "annotations": []}\n'
-        with self.lock:
+        with self.lock:  # snapshot and write as one step: a concurrent flush never writes an older snapshot last
+            self._dirty.clear()
+            texts = [t for (t,) in self._conn().execute("SELECT record FROM annotations ORDER BY seq")]
+            body = ('{"version": 1, "annotations": [\n' + ",\n".join(texts) + "\n]}\n" if texts
+                    else '{"version": 1, "annotations": []}\n')
+            self._keep_foreign_edits(body, texts)
             atomic_write_text(self.path, body)
+            st = self.path.stat()
+            self._last_export = (st.st_mtime_ns, st.st_size)
         return self.path
+
+    def _keep_foreign_edits(self, body: str, texts: list[str]) -> None:
+        """Before the export replaces ``collected_annotations.json``: if the file changed since this store last
+        wrote it and holds anything the database does not (a hand edit, a restored copy, the file the database
+        was first imported from, records refused on import), copy it to
+        ``collected_annotations.backup-<UTC time>.json``, so that nothing is lost silently. A file that is only an
+        older export (the writer was killed before its next export) is simply replaced."""
+        if not self.path.is_file():
+            return
+        st = self.path.stat()
+        if (st.st_mtime_ns, st.st_size) == self._last_export:
+            return
+        old = self.path.read_text(encoding="utf-8", errors="replace")
+        if old == body:
+            return
+        try:
+            ours = {r["id"]: r for r in map(json.loads, texts)}
+            stale = all(isinstance(r, dict) and ours.get(r.get("id")) == r for r in json.loads(old)["annotations"])
+        except (ValueError, TypeError, KeyError):
+            stale = False
+        if not stale:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            backup = self.path.with_name(f"{self.path.stem}.backup-{stamp}.json")
+            backup.write_text(old, encoding="utf-8")
+            self.backups.append(backup)
 
     def close(self) -> None:
         """Flush the JSON file and stop the export thread (the store stays readable)."""

@@ -117,6 +117,7 @@ class ArenaVotes:
         models = sorted(set(models) | {v["model_a"] for v in votes} | {v["model_b"] for v in votes})
         bt, el = bradley_terry(votes, models), elo(votes, models)
         ci = bootstrap_intervals(votes, models, n_boot, seed)
+        played = {v["model_a"] for v in votes} | {v["model_b"] for v in votes}
         rows = []
         for m in models:
             w = t = lo = 0
@@ -129,7 +130,8 @@ class ArenaVotes:
                     w += 1
                 else:
                     lo += 1
-            rows.append({"model": m, "bradley_terry": round(bt[m], 1), "ci_low": ci[m][0], "ci_high": ci[m][1],
+            lo_hi = ci[m] if m in played else (None, None)  # no games: no rating to be sure about
+            rows.append({"model": m, "bradley_terry": round(bt[m], 1), "ci_low": lo_hi[0], "ci_high": lo_hi[1],
                          "elo": round(el[m], 1), "games": w + t + lo, "wins": w, "ties": t, "losses": lo,
                          "votes": len(votes)})
         return sorted(rows, key=lambda r: -r["bradley_terry"])

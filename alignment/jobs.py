@@ -78,8 +78,8 @@ class TrainingJob:
     """
 
     def __init__(self, method: str, target: Callable, total_steps: int, loggers=("class7", "alignment"),
-                 stop_event: threading.Event | None = None, settings: dict | None = None):
-        self.method, self.total_steps = method, total_steps
+                 stop_event: threading.Event | None = None, settings: dict | None = None, owner: str | None = None):
+        self.method, self.total_steps, self.owner = method, total_steps, owner
         self.status, self.error, self.result = "running", None, None
         self.step, self.history = 0, []
         self.log: deque[str] = deque(maxlen=200)

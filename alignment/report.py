@@ -141,20 +141,25 @@ def recommendations(methods: dict, evaluation: dict | None) -> list[str]:
             s = aligned[best]
             base = models.get("base", {}).get("summary", {})
             wr = s.get("win_rate_vs_base")
-            text = (f"Highest mean reward ({scorer_note(list(aligned))}): {best.upper()}, "
-                    f"{steps_text(methods.get(best))} steps ({s['mean_reward']:.3f} vs base "
-                    f"{base.get('mean_reward', float('nan')):.3f}")
-            if wr:
-                text += f", win rate {wr['win_rate']:.0%} [95% CI {wr['ci_low']:.0%}-{wr['ci_high']:.0%}]"
-                counts = _win_counts(evaluation, best)
-                if counts:
-                    won, tied, lost = counts
-                    text += (f" from {won} win{'s' * (won != 1)}, {tied} tie{'s' * (tied != 1)} (counted as half; "
-                             f"a tie is {wr['tie_rule']}) "
-                             f"and {lost} loss{'es' * (lost != 1)}")
-                if wr["ci_low"] <= 0.5 <= wr["ci_high"]:
-                    text += "; the interval contains 50%, so this run cannot distinguish it from base"
-            recs.append(text + ").")
+            level = [k for k in aligned if k != best and s["mean_reward"] - aligned[k]["mean_reward"] < 1e-3]
+            if level:  # a difference below the third decimal is float noise, not a winner
+                recs.append(f"Highest mean reward ({scorer_note(list(aligned))}): no winner, "
+                            f"{' and '.join(m.upper() for m in [best, *level])} are level at {s['mean_reward']:.3f}.")
+            else:
+                text = (f"Highest mean reward ({scorer_note(list(aligned))}): {best.upper()}, "
+                        f"{steps_text(methods.get(best))} steps ({s['mean_reward']:.3f} vs base "
+                        f"{base.get('mean_reward', float('nan')):.3f}")
+                if wr:
+                    text += f", win rate {wr['win_rate']:.0%} [95% CI {wr['ci_low']:.0%}-{wr['ci_high']:.0%}]"
+                    counts = _win_counts(evaluation, best)
+                    if counts:
+                        won, tied, lost = counts
+                        text += (f" from {won} win{'s' * (won != 1)}, {tied} tie{'s' * (tied != 1)} (counted as half; "
+                                 f"a tie is {wr['tie_rule']}) "
+                                 f"and {lost} loss{'es' * (lost != 1)}")
+                    if wr["ci_low"] <= 0.5 <= wr["ci_high"]:
+                        text += "; the interval contains 50%, so this run cannot distinguish it from base"
+                recs.append(text + ").")
             recs.extend(budget_caveats(methods, list(aligned)))
             lowest_kl = min(aligned, key=lambda k: aligned[k]["kl_to_base"])
             recs.append(f"Closest to the base model: {lowest_kl.upper()} (KL {aligned[lowest_kl]['kl_to_base']:.3f} nats/response); "

@@ -168,7 +168,7 @@ def kill_test(out: Path, kills: int, seed: int = 0) -> dict:
     rng = random.Random(seed)
     acked: set[str] = set()
     missing = bad_json = bad_db = 0
-    temp_left = 0
+    temp_left = temp_after_kill = 0
     for _ in range(kills):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         for _ in range(rng.randrange(1, 8)):  # let it acknowledge a few, then kill at a random moment
@@ -179,6 +179,7 @@ def kill_test(out: Path, kills: int, seed: int = 0) -> dict:
         os.kill(proc.pid, signal.SIGKILL)
         acked.update(line.strip() for line in proc.stdout.read().splitlines() if line.strip())
         proc.wait()
+        temp_after_kill = max(temp_after_kill, len(list(path.parent.glob("*.tmp"))))
         try:  # the files as the kill left them, before anyone repairs anything
             json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -197,18 +198,15 @@ def kill_test(out: Path, kills: int, seed: int = 0) -> dict:
         store.close()
     return {"kills": kills, "acknowledged": len(acked), "acknowledged_missing": missing,
             "invalid_json_after_kill": bad_json, "invalid_database_after_kill": bad_db,
-            "temp_files_after_restart": temp_left}
+            "temp_files_after_kill_max": temp_after_kill, "temp_files_after_restart": temp_left}
 
 
 def machine() -> str:
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        name = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        flags = " ".join(f for f in ("amx_bf16", "avx512_bf16") if f in text)
-    except (OSError, StopIteration):
-        name = platform.processor()
-    return f"{name}, {os.cpu_count()} cores ({flags or 'no bf16 matmul flags'}), Python {platform.python_version()}"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench import cpu_features, cpuinfo_field
+
+    return (f"{cpuinfo_field('model name') or platform.processor()}, {os.cpu_count()} cores "
+            f"({', '.join(cpu_features())}), Python {platform.python_version()}")
 
 
 def main(argv=None) -> int:

@@ -38,9 +38,9 @@ def main() -> None:
             res[n]["s"].append(time.perf_counter() - t)
             res[n]["eos"].append(a["ended_with_eos"])
             res[n]["len"].append(a["length_tokens"])
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    print(f"CPU: {os.cpu_count()} cores, {'AMX' if 'amx_bf16' in flags else 'no AMX'}, "
-          f"{'AVX-512 bf16' if 'avx512_bf16' in flags else 'no AVX-512 bf16'}")
+    from bench import cpu_features, cpuinfo_field
+
+    print(f"CPU: {cpuinfo_field('model name')}, {os.cpu_count()} cores, bf16 features: {', '.join(cpu_features())}")
     for n, r in res.items():
         print(f"{n:>3} tokens: median {statistics.median(r['s']):.2f} s, "
               f"ended with EOS {sum(r['eos']) / len(r['eos']):.0%}, mean length {statistics.mean(r['len']):.1f}")

@@ -31,7 +31,7 @@ def test_add_stamps_and_persists(tmp_path):
     while json.loads(store.path.read_text())["annotations"] != [rec]:
         assert time.time() < deadline, "collected_annotations.json did not follow the database"
         time.sleep(0.05)
-    assert AnnotationStore(tmp_path / "collected_annotations.json").records() == [rec]  # a new process sees it
+    assert AnnotationStore(tmp_path / "collected_annotations.json").records() == [rec]  # a new store (connection) sees it
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -233,6 +233,8 @@ def test_sigkill_mid_write_loses_no_acknowledged_record(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         acked += [line.strip() for line in proc.stdout.read().splitlines()]  # printed before the kill landed
         proc.wait()
+        json.loads(path.read_text())  # as the kill left it, before anything repairs it: complete JSON
+        assert len(list(tmp_path.glob("*.tmp"))) <= 1  # one fixed temp name: at most one left by a kill
         store = AnnotationStore(path)  # start-up re-exports the JSON from the database
         ids = [r["id"] for r in store.records()]
         assert set(acked) <= set(ids) and len(ids) == len(set(ids))
@@ -264,3 +266,24 @@ def test_20_clients_x_25_submissions_through_the_app(served_app):
     mine = [r for r in data["annotations"] if r["annotator"].startswith("client")]
     assert len(mine) == 500
     assert len({r["id"] for r in mine}) == 500 and len({r["prompt"] for r in mine}) == 500
+
+
+def test_nothing_of_an_earlier_or_hand_edited_file_is_lost(tmp_path):
+    """Records the stricter checks refuse, and hand edits of the JSON, are kept in a backup before the export
+    replaces the file; a file that is only an older export is replaced without one."""
+    path = tmp_path / "collected_annotations.json"
+    legacy = [{"id": "old1", "annotator": "Smith, J", "prompt": "p", "responses": ["a", "b"], "choice": "A"},
+              {"id": "old2", "annotator": "ana", "prompt": "p", "responses": ["a", "b"], "choice": "B"}]
+    path.write_text(json.dumps({"version": 1, "annotations": legacy}))
+    store = AnnotationStore(path)
+    assert store.skipped_on_import == 1 and [r["id"] for r in store.records()] == ["old2"]
+    (backup,) = store.backups
+    assert json.loads(backup.read_text())["annotations"] == legacy  # the refused record survives there
+    store.add(_pair("ben", "A"))
+    store.flush()
+    assert len(store.backups) == 1 and len(AnnotationStore(path).backups) == 0  # own exports: no backups
+    data = json.loads(path.read_text())
+    data["annotations"][0]["rationale"] = "fixed by the teacher"
+    path.write_text(json.dumps(data))
+    store.flush()
+    assert json.loads(store.backups[-1].read_text()) == data and len(store.backups) == 2

@@ -31,7 +31,8 @@ CSS = """
 }
 """
 
-LAUNCH_KWARGS = {"head": KEYBOARD_JS, "css": CSS, "theme": gr.themes.Soft()}
+# uploads (datasets) are bounded: a student cannot fill the server's disk through /gradio_api/upload
+LAUNCH_KWARGS = {"head": KEYBOARD_JS, "css": CSS, "theme": gr.themes.Soft(), "max_file_size": "20mb"}
 
 
 def create_app(manager) -> gr.Blocks:

@@ -18,7 +18,7 @@ import gradio as gr
 
 from alignment.annotations import StoreBusy, render_prompt
 
-from .common import FREE, error_text, identity, md_escape
+from .common import FREE, error_text, fill_identity, identity, md_escape
 
 MAX_K = 6
 CHOICES = [("A is better", "A", "ann-a"), ("B is better", "B", "ann-b"), ("Tie", "tie", "ann-tie"),
@@ -54,7 +54,7 @@ In ranking mode give every answer a different rank (1 = best)."""
 
 def _stats(manager, annotator: str):
     s = manager.annotation_summary(annotator or None)
-    mine = len(s["history"])
+    mine = s["counts"].get(annotator, 0) if annotator else 0
     counts = [[a, n] for a, n in sorted(s["counts"].items(), key=lambda x: -x[1])]
     hist = [[r["timestamp"][11:19], r["mode"], r.get("choice") or " > ".join(str(i + 1) for i in r["ranking"]),
              render_prompt(r["prompt"])[:80], r.get("rationale", "")[:80]] for r in s["history"][:50]]
@@ -69,6 +69,10 @@ def _stats(manager, annotator: str):
                  "shared items or no variation.*")
     progress = (f"You: **{mine}** annotations · everyone: **{s['total']}** records from {len(s['counts'])} annotators "
                 f"· **{s['pairs']}** training pairs derived")
+    if s.get("skipped_on_import") or s.get("backups"):
+        progress += (f"\n\n⚠️ {s.get('skipped_on_import', 0)} record(s) of the earlier annotations file did not pass "
+                     "today's checks and are not counted; the file as it was is kept as "
+                     + ", ".join(md_escape(b) for b in s.get("backups", [])) + " in the output folder.")
     return progress, hist, "\n".join(lines), counts
 
 
@@ -203,11 +207,6 @@ def create_annotate_tab(manager) -> dict:
 
     def refresh(name, request: gr.Request):
         return _stats(manager, identity(request, name))
-
-    def fill_identity(request: gr.Request):
-        """Under --auth: the login as the (read-only) annotator name."""
-        user = identity(request)
-        return gr.update(value=user, interactive=False, info="Your login.") if user else gr.update()
 
     def do_export():
         path, n = manager.export_annotations()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import re
 
+import gradio as gr
+
 _MD_ACTIVE = re.compile(r"([\\`\[\]])")
 
 
@@ -34,6 +36,12 @@ def identity(request, typed: str | None = None) -> str:
     (unverified; the page says so). Handlers pass the result to the manager, which checks ownership with it."""
     user = getattr(request, "username", None) if request is not None else None
     return user if user else (typed or "").strip()
+
+
+def fill_identity(request: gr.Request):
+    """For ``demo.load``: under ``--auth`` the login fills a name box, read-only (annotator, arena voter)."""
+    user = identity(request)
+    return gr.update(value=user, interactive=False, info="Your login.") if user else gr.update()
 
 
 def error_text(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ import gradio as gr
 import difflib
 import html
 
-from .common import FREE, MODEL, error_text, fmt, identity
+from .common import FREE, MODEL, error_text, fill_identity, fmt, identity
 
 MODELS = ["base", "dpo", "ppo", "grpo"]
 
@@ -23,7 +23,8 @@ EXPLAIN = ("**Score**: the reward model's score of the answer, **higher = better
            "model trained in this class, the one PPO and GRPO were trained to maximise, so it favours them (a "
            "biased referee). **KL to base** = log π_model(y|x) − log π_base(y|x) of *this* answer, in nats: how "
            "much more likely the model made this answer than base did (0 for base); averaged over many answers "
-           "it is the KL divergence, the distance the policy moved.")
+           "sampled at a temperature above 0 it estimates the KL divergence at that temperature, the distance the "
+           "policy moved (a greedy answer, temperature 0, gives only this one answer's log-ratio).")
 
 
 def diff_html(base: str, other: str) -> str:
@@ -49,9 +50,11 @@ def differences_html(answers: dict) -> str:
     base = answers["base"]["response"]
     others = {m: r for m, r in answers.items() if m != "base"}
     if all(r["response"] == base for r in others.values()):
+        moved = any(abs(r.get("kl_to_base") or 0.0) > 1e-6 for r in others.values())
         return ("<p><b>All models gave the same answer.</b> The same seed and decoding settings picked the same "
-                "tokens, yet the KL column differs: each model gives those same tokens a different probability, and "
-                "KL measures that difference, not the text.</p>")
+                + ("tokens, yet the KL column differs: each model gives those same tokens a different probability, "
+                   "and KL measures that difference, not the text.</p>" if moved else
+                   "tokens, and the KL column is 0 too: the models give these tokens the same probabilities.</p>"))
     rows = [f"<div class='cmp-diff'><b>{html.escape(m.upper())}</b> vs base: "
             + ("<i>same answer as base</i>" if r["response"] == base else diff_html(base, r["response"])) + "</div>"
             for m, r in others.items()]
@@ -165,8 +168,8 @@ def create_compare_tab(manager) -> dict:
     def _board_note(board):
         n = board[0]["votes"] if board else 0
         return (f"Based on **{n} vote{'s' if n != 1 else ''}** from the class. Ratings on the Elo scale (mean 1000); "
-                "the 95% interval comes from resampling the votes: where two models' intervals overlap, the class "
-                "has not yet shown which is better.")
+                "the 95% interval comes from resampling the votes and shows how much a rating could still move "
+                "(a model without games has none). With few votes the intervals are wide and the order can change.")
 
     def on_judge(state):
         judge, info = manager.judge()
@@ -193,7 +196,8 @@ def create_compare_tab(manager) -> dict:
     for btn, winner in ((v1, "A"), (vt, "tie"), (v2, "B")):
         btn.click(vote_handler(winner), [arena_state, voter_name], [reveal, board, board_note, arena_state],
                   api_visibility="private", **FREE)
-    judge_go.click(on_judge, last_answers, [judge_info, judge_table], api_visibility="private", **FREE)
+    judge_go.click(on_judge, last_answers, [judge_info, judge_table], api_visibility="private",
+                   concurrency_id="judge", concurrency_limit=1)  # paid API calls: one judging at a time
 
     def compare(prompt: str, max_new_tokens: int = manager.COMPARE_MAX_NEW_TOKENS, temperature: float = 0.7,
                 seed: int = 42) -> dict:
@@ -218,10 +222,6 @@ def create_compare_tab(manager) -> dict:
         except ValueError as exc:
             raise gr.Error(str(exc)) from exc
         return {"models": res["models"], "leaderboard": res["leaderboard"]}
-
-    def fill_identity(request: gr.Request):
-        user = identity(request)
-        return gr.update(value=user, interactive=False, info="Your login.") if user else gr.update()
 
     gr.api(compare, api_name="compare", **MODEL)
     gr.api(arena_round, api_name="arena_round", **MODEL)

@@ -12,12 +12,13 @@ import json
 
 import gradio as gr
 
+from alignment.report import HEADLINE_COLUMNS
+
 from .common import REPORT, error_text, md_escape
 
 FILES = ("alignment_comparison_report.json", "evaluation_results.json", "final_summary.json")
 PLOTS = ("mean_reward", "reward_vs_kl", "length_vs_reward", "per_category", "training_curves")
-HEADERS = ["model", "mean reward", "KL to base", "length", "EOS rate", "win rate vs base [95% CI]",
-           "steps done / budget", "status", "train s"]  # alignment.report.HEADLINE_COLUMNS
+HEADERS = HEADLINE_COLUMNS
 
 # Scoped to the tab's elem_classes. Gradio 6.31's gr.File links only the size ("1.2 KB ⇣") and leaves the name as
 # plain text; the link (made static: Gradio positions it inline) gets an ::after box over its whole row, so

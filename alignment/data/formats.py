@@ -123,8 +123,8 @@ def normalize_row(row: dict) -> dict:
     """One raw row -> canonical row. Raises ``BadRow`` with the skip reason."""
     if not isinstance(row, dict):
         raise BadRow("row is not an object")
-    if "_skip" in row:
-        raise BadRow(row["_skip"])
+    if isinstance(row, SkippedRecord):
+        raise BadRow(row.reason)
     fmt = detect_format(row)
     if fmt == "hh-rlhf":
         if not isinstance(row["rejected"], str):
@@ -154,6 +154,18 @@ def normalize_row(row: dict) -> dict:
             "category": str(row.get("category") or "general"), "_format": fmt}
 
 
+MAX_RANKED = 6  # answers in one ranking record (the annotation platform's K = 3..6)
+
+
+class SkippedRecord(dict):
+    """A collected-annotation record that cannot be read, in the row stream so the loader counts it (a marker
+    type, so that no key a user file can contain is mistaken for it)."""
+
+    def __init__(self, reason: str):
+        super().__init__()
+        self.reason = reason
+
+
 def annotations_to_pairs(records: list, keep_skipped: bool = False) -> list[dict]:
     """Collected annotations -> preference rows.
 
@@ -162,15 +174,15 @@ def annotations_to_pairs(records: list, keep_skipped: bool = False) -> list[dict
     "ranking": [best index, ..., worst index]}`` gives every ordered pair (K*(K-1)/2 pairs).
 
     A malformed record (not an object, responses not a list of strings, a ranking that is not a permutation of
-    the response indices) is skipped, never fatal; with ``keep_skipped`` it becomes a ``{"_skip": reason}`` row
-    that ``normalize_rows`` counts under that reason.
+    the response indices) is skipped, never fatal; with ``keep_skipped`` it becomes a ``SkippedRecord`` that
+    ``normalize_rows`` counts under its reason.
     """
     rows = []
     for rec in records:
         reason = _malformed_annotation(rec)
         if reason:
             if keep_skipped:
-                rows.append({"_skip": f"malformed annotation ({reason})"})
+                rows.append(SkippedRecord(f"malformed annotation ({reason})"))
             continue
         prompt, responses = rec.get("prompt"), rec["responses"]
         category = rec.get("category") if isinstance(rec.get("category"), str) and rec.get("category") else "annotated"
@@ -196,7 +208,7 @@ def _malformed_annotation(rec) -> str | None:
     ranking = rec.get("ranking")
     if ranking:
         if (not isinstance(ranking, list) or not all(type(i) is int for i in ranking)
-                or sorted(ranking) != list(range(len(responses))) or len(ranking) > 6):
+                or sorted(ranking) != list(range(len(responses))) or len(ranking) > MAX_RANKED):
             return "ranking is not a permutation of the response indices"
     return None
 

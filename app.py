@@ -4,11 +4,14 @@ Usage::
 
     python app.py                          # http://127.0.0.1:7860, embedded SmolLM2 offline
     python app.py --port 8080 --host 0.0.0.0 --auth teacher:secret
+    python app.py --host 0.0.0.0 --auth teacher:s,ana:p1,ben:p2 --teacher teacher --data-dir ../shared/data
     CLASS7_AUTH=teacher:secret python app.py --share
 
 The app is a view on ``AlignmentComparisonManager`` (class7_1.py): the model loads once and is shared by every
 tab and every student; trainings run one at a time in the background; annotations go to
-``<output-dir>/collected_annotations.json``.
+``<output-dir>/collected_annotations.json`` (SQLite behind it). With ``--auth`` each login is a student's
+identity, the ``--teacher`` logins have the class-wide controls, and failed logins are limited
+(``ui/login_guard.py``).
 """
 
 from __future__ import annotations

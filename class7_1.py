@@ -361,40 +361,46 @@ class AlignmentComparisonManager:
         """The folders ``set_dataset`` may read: ``data_dirs`` and ``output_dir`` (display names, real paths)."""
         return data_folders([*self.data_dirs, self.output_dir])
 
-    def set_dataset(self, source: str, max_pairs: int | None = None) -> dict:
+    def set_dataset(self, source: str, max_pairs: int | None = None, user: str | None = None) -> dict:
         """Switch the preference dataset to what an app user typed (built-in, a file, collected annotations or a
         hub id) and load it.
 
         The source is confined (``alignment.data.resolve_dataset_source``): a file must lie inside the data
         folders (``allowed_data_folders``) or be the annotation file; hub ids only when the server is online.
-        Messages never show server paths.
+        Messages never show server paths. ``user``: the caller's login (None without ``--auth``); the class dataset
+        is the teacher's to change (``check_teacher``), for this and the two methods below.
 
         Raises:
+            PermissionError: ``user`` is not a teacher.
             DisallowedSource: any other source (one message, whatever the input).
             FileNotFoundError / ValueError: unreadable source or no usable pair (message says why); the previous
             dataset stays active.
         """
         from alignment.annotations import ANNOTATIONS_FILE
 
+        self.check_teacher(user, "change the class dataset")
         folders = self.allowed_data_folders()
         annotations_file = self.annotations_path or self.output_dir / ANNOTATIONS_FILE  # without opening the store
         target = resolve_dataset_source(source, folders, allow_hub=hub_allowed(), allowed_files=[annotations_file])
         name = display_path(target, folders) if Path(target).is_absolute() else None
         return self._switch_dataset(target, name, max_pairs)
 
-    def use_annotations_as_dataset(self, max_pairs: int | None = None) -> dict:
+    def use_annotations_as_dataset(self, max_pairs: int | None = None, user: str | None = None) -> dict:
         """Switch the preference dataset to the collected annotations (``collected_annotations.json`` brought up
-        to date first). Raises ValueError when nobody has annotated yet."""
+        to date first). Raises PermissionError for a non-teacher, ValueError when nobody has annotated yet."""
+        self.check_teacher(user, "change the class dataset")
         if self.annotations.total() == 0:
             raise ValueError("No annotations yet: annotate some pairs in the Annotate tab first")
-        return self.set_dataset(str(self.annotations.flush()), max_pairs)
+        return self.set_dataset(str(self.annotations.flush()), max_pairs, user)
 
     def set_dataset_upload(self, path: str | Path, display_name: str | None = None,
-                           max_pairs: int | None = None) -> dict:
+                           max_pairs: int | None = None, user: str | None = None) -> dict:
         """Switch to an uploaded file (in Gradio's upload cache, which Gradio validates) and load it.
 
         Messages and the load report name it ``display_name`` (default: its base name), never a server path.
+        Raises PermissionError for a non-teacher ``user``.
         """
+        self.check_teacher(user, "change the class dataset")
         return self._switch_dataset(str(path), display_name or Path(path).name, max_pairs)
 
     def _switch_dataset(self, source: str, name: str | None, max_pairs: int | None) -> dict:
@@ -534,7 +540,7 @@ class AlignmentComparisonManager:
             cached = self._agreement
             if cached is None or (cached[0] != version and time.monotonic() - cached[1] > self.AGREEMENT_MAX_AGE_S):
                 cached = self._agreement = (version, time.monotonic(), agreement(store.records()))
-        return {"total": store.total(), "counts": store.counts(),
+        return {"total": version[0], "counts": store.counts(),
                 "history": store.history(annotator, limit=50) if annotator else [],
                 "agreement": cached[2], "pairs": store.n_pairs(), "skipped_on_import": store.skipped_on_import,
                 "backups": [b.name for b in store.backups]}

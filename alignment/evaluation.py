@@ -146,47 +146,44 @@ def _generate_reporting(policy, tokenizer, rows, adapters, keys, decoding: Decod
     return out
 
 
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
 def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str], decoding: DecodingConfig,
                 progress=None):
     """Every model answers every prompt in shared batches; returns ``{name: (gens, kls, rewards)}``.
 
     ``progress``: optional ``callback(phase, done, total)`` with ``phase`` one of ``PHASES``, called as each
-    decoded token, log-ratio batch and scoring batch completes. The batches are the ones the uncounted path uses,
-    so the answers and numbers are identical with or without it.
+    decoded token, log-ratio batch and scoring batch completes. One path with or without it: the work is split
+    into the batches the generator, ``sequence_log_ratio`` and the scorer use anyway, so the numbers are the same.
     """
+    progress = progress or _no_progress
     mixed = hasattr(policy, "disable_adapter")
     if not mixed and model_names != ["base"]:
         raise ValueError("Only 'base' can be answered by a model without adapters")
     rows = [p for _ in model_names for p in prompts]
     adapters = ["__base__" if n == "base" else n for n in model_names for _ in prompts]
     keys = [i for _ in model_names for i in range(len(prompts))]  # same prompt -> same noise, for every model
-    if progress is None:
-        gens = generate_shared_noise(policy, tokenizer, rows, adapters if mixed else None, keys,
-                                     decoding.max_new_tokens, decoding.temperature, decoding.do_sample, decoding.seed,
-                                     decoding.batch_size)
-    else:
-        gens = _generate_reporting(policy, tokenizer, rows, adapters if mixed else None, keys, decoding, progress)
+    gens = _generate_reporting(policy, tokenizer, rows, adapters if mixed else None, keys, decoding, progress)
     kls = [0.0] * len(rows)
     aligned = [r for r, a in enumerate(adapters) if a != "__base__"]
     if aligned:
         temp = decoding.temperature if decoding.do_sample else 1.0
         recorded = [gens[r].logps for r in aligned]  # log pi(y_t) recorded while sampling: only the base forward runs
         use_recorded = all(lp is not None for lp in recorded)
-        batches = _batches(len(aligned), decoding.logprob_batch_size) if progress else [range(len(aligned))]
+        batches = _batches(len(aligned), decoding.logprob_batch_size)
         ratios = []
         for b, idx in enumerate(batches):  # one log-ratio batch of logprob_batch_size rows per call
             part = [aligned[j] for j in idx]
             ratios += sequence_log_ratio(policy, tokenizer, [rows[r] for r in part], [gens[r].token_ids for r in part],
                                          temp, decoding.logprob_batch_size, adapter_names=[adapters[r] for r in part],
                                          policy_logps=[recorded[j] for j in idx] if use_recorded else None)
-            if progress:
-                progress(PHASES[1], b + 1, len(batches))
+            progress(PHASES[1], b + 1, len(batches))
         for r, v in zip(aligned, ratios):
             kls[r] = v
     if scorer is None:
         rewards = [None] * len(rows)
-    elif progress is None:
-        rewards = scorer.score(rows, [g.text for g in gens]).tolist()
     else:
         rewards, batches = [], _batches(len(rows), getattr(scorer, "batch_size", 16))
         for b, idx in enumerate(batches):  # the scorer's own batches, one per call

@@ -22,6 +22,13 @@ from collections import deque
 from typing import Callable
 
 
+def recent_step_time(step_times: list[float], window: int = 5) -> float | None:
+    """Mean seconds of the last ``window`` measured steps (the first step also warms caches; later steps are more
+    like the next ones); None before any step was measured."""
+    recent = step_times[-window:]
+    return sum(recent) / len(recent) if recent else None
+
+
 def remaining_seconds(step_times: list[float], steps_done: int, total_steps: int, in_step_s: float = 0.0,
                       window: int = 5) -> float | None:
     """Seconds until the last step ends, estimated from measured step durations.
@@ -30,8 +37,7 @@ def remaining_seconds(step_times: list[float], steps_done: int, total_steps: int
         step_times: seconds each finished step took, in order (``TrainingJob.step_times``).
         steps_done: finished steps; ``total_steps``: planned steps.
         in_step_s: seconds the step in progress has already run.
-        window: the estimate uses the mean of the last ``window`` steps (the first step also warms caches;
-            later steps are more like the next ones).
+        window: the estimate uses the mean of the last ``window`` steps (``recent_step_time``).
 
     Returns:
         None before any step was measured (the page says "estimating..."); otherwise
@@ -39,11 +45,10 @@ def remaining_seconds(step_times: list[float], steps_done: int, total_steps: int
         finished: the time left falls while a step runs, but a step that overruns its estimate does not eat into
         the steps after it.
     """
-    if not step_times:
+    per_step = recent_step_time(step_times, window)
+    if per_step is None:
         return None
     left = max(0, total_steps - steps_done)
-    recent = step_times[-window:]
-    per_step = sum(recent) / len(recent)
     return max(per_step * left - in_step_s, per_step * (left - 1), 0.0)
 
 
@@ -180,13 +185,12 @@ class TrainingJob:
         began = self._step_began.get(done + 1, last_end)
         in_step = now - began if began is not None else 0.0
         eta = remaining_seconds(self.step_times, self.step, self.total_steps, in_step) if running else None
-        recent = self.step_times[-5:]
         return {"method": self.method, "status": self.status, "running": running, "step": self.step,
                 "total_steps": self.total_steps, "elapsed_s": round(end - self.started, 1),
                 "history": list(self.history), "log_tail": list(self.log)[-40:], "error": self.error,
                 "phase": self.current_phase if running else None,
                 "phase_elapsed_s": round(now - self.phase_since, 1) if running else None,
                 "eta_s": None if eta is None else round(eta, 1),
-                "step_time_s": round(sum(recent) / len(recent), 2) if recent else None,
+                "step_time_s": None if (t := recent_step_time(self.step_times)) is None else round(t, 2),
                 "stop_requested": self.stop_requested_at is not None, "stop_latency_s": self.stop_latency_s,
                 "started_at": self.started, "settings": dict(self.settings)}

@@ -18,7 +18,7 @@ import gradio as gr
 
 from alignment.annotations import StoreBusy, render_prompt
 
-from .common import FREE, error_text, fill_identity, identity, md_escape
+from .common import FREE, error_text, fill_identity, identity, login, md_escape
 
 MAX_K = 6
 CHOICES = [("A is better", "A", "ann-a"), ("B is better", "B", "ann-b"), ("Tie", "tie", "ann-tie"),
@@ -177,7 +177,7 @@ def create_annotate_tab(manager) -> dict:
             rec["ranking"] = sorted(range(n), key=lambda i: int(picked[i]))
         else:
             rec["choice"] = choice
-        return manager.submit_annotation(rec, user=identity(request))
+        return manager.submit_annotation(rec, user=login(request))
 
     def answer(request, name, it, why, m, kk, src, text, choice=None, ranks=None):
         """``[item, status, rationale, *item values]``: store the answer and show the next item. A refused answer
@@ -214,8 +214,7 @@ def create_annotate_tab(manager) -> dict:
 
     def use_as_dataset(request: gr.Request):
         try:
-            manager.check_teacher(identity(request) or None, "change the class dataset")
-            ds = manager.use_annotations_as_dataset()
+            ds = manager.use_annotations_as_dataset(user=login(request))
             return f"✅ Training data is now the collected annotations: {ds['load_report']['kept']} pairs."
         except Exception as exc:
             return error_text(exc) + " (the previous dataset stays in use)"
@@ -260,7 +259,7 @@ def create_annotate_tab(manager) -> dict:
         """Store one annotation record (annotator, prompt, responses, choice or ranking, rationale). Under --auth the
         annotator is the login. A bad record is refused with a message naming the field."""
         try:
-            return manager.submit_annotation(record, user=identity(request))
+            return manager.submit_annotation(record, user=login(request))
         except (ValueError, StoreBusy) as exc:
             raise gr.Error(str(exc)) from exc
 

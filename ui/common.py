@@ -31,16 +31,21 @@ MODEL = {"concurrency_id": "model", "concurrency_limit": 1}
 REPORT = {"concurrency_id": "report", "concurrency_limit": 1}
 
 
+def login(request) -> str | None:
+    """The caller's verified login (``gr.Request.username``) under ``--auth``; None without logins. The manager
+    checks ownership and the teacher's controls with it."""
+    return (getattr(request, "username", None) if request is not None else None) or None
+
+
 def identity(request, typed: str | None = None) -> str:
-    """Who is calling: the login (``gr.Request.username``) under ``--auth``, otherwise the name typed in the page
-    (unverified; the page says so). Handlers pass the result to the manager, which checks ownership with it."""
-    user = getattr(request, "username", None) if request is not None else None
-    return user if user else (typed or "").strip()
+    """Who is calling: the login under ``--auth``, otherwise the name typed in the page (unverified; the page says
+    so). Handlers pass the result to the manager as the annotator or voter name."""
+    return login(request) or (typed or "").strip()
 
 
 def fill_identity(request: gr.Request):
     """For ``demo.load``: under ``--auth`` the login fills a name box, read-only (annotator, arena voter)."""
-    user = identity(request)
+    user = login(request)
     return gr.update(value=user, interactive=False, info="Your login.") if user else gr.update()
 
 

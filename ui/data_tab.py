@@ -7,7 +7,7 @@ import gradio as gr
 from alignment.annotations import render_prompt
 from alignment.data import hub_allowed
 
-from .common import error_text, identity, md_escape
+from .common import error_text, login, md_escape
 
 SOURCES = ["built-in", "file path", "upload", "collected annotations", "hub dataset id"]
 
@@ -64,24 +64,24 @@ def create_data_tab(manager) -> dict:
                            column_widths=["16%", "28%", "28%", "28%"], elem_id="data-preview")
 
     def on_load(src, p, up, n, request: gr.Request):
+        user, limit = login(request), int(n) if n else None  # the manager lets only the teacher switch
         try:
-            manager.check_teacher(identity(request) or None, "change the class dataset")
             if src == "built-in":
                 target = "builtin"
             elif src == "upload":
                 if up is None:
                     raise ValueError("Choose a file to upload first")
                 up = up if isinstance(up, str) else up.name  # a file in Gradio's upload cache
-                manager.set_dataset_upload(up, max_pairs=int(n) if n else None)  # messages name only its base name
+                manager.set_dataset_upload(up, max_pairs=limit, user=user)  # messages name only its base name
                 return _summary(manager)
             elif src == "collected annotations":
-                manager.use_annotations_as_dataset(int(n) if n else None)
+                manager.use_annotations_as_dataset(limit, user)
                 return _summary(manager)
             else:
                 target = (p or "").strip()
                 if not target:
                     raise ValueError(f"Enter a {'file path' if src == 'file path' else 'hub dataset id'}")
-            manager.set_dataset(target, int(n) if n else None)
+            manager.set_dataset(target, limit, user)
             text, rows, fig, st = _summary(manager)
             return text, rows, fig, st
         except Exception as exc:  # shown to the user; the previous dataset stays loaded

@@ -14,7 +14,7 @@ import gradio as gr
 
 from alignment.config import METHODS
 
-from .common import FREE, error_text, identity, md_escape, progress_html
+from .common import FREE, error_text, login, md_escape, progress_html
 
 METHOD_LABELS = [("Reward model", "reward"), ("DPO", "dpo"), ("PPO", "ppo"), ("GRPO", "grpo")]
 HELP = {
@@ -124,14 +124,14 @@ def create_train_tab(manager) -> dict:
     def on_start(request: gr.Request, m, p, *vals):
         try:
             overrides = manager.settings_to_overrides(m, p, dict(zip(SETTINGS, vals)))
-            job = manager.start_training(m, p, user=identity(request) or None, **overrides)  # p: shown to others
+            job = manager.start_training(m, p, user=login(request), **overrides)  # p: shown to others
         except (ValueError, RuntimeError) as exc:
             return error_text(exc)
         return f"▶️ Training **{m}** for {job.total_steps} steps…"
 
     def on_stop(request: gr.Request):
         try:
-            stopped = manager.stop_training(identity(request) or None)
+            stopped = manager.stop_training(login(request))
         except PermissionError as exc:
             return error_text(exc)
         return status_message(manager.training_status()) if stopped else "Nothing is training."

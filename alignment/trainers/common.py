@@ -90,7 +90,6 @@ class RunContext:
         self.start = time.time()
         self.history: list[dict] = []
         self.stopped_early = False
-        self.current_phase: str | None = None
         write_json(self.run_dir / "run_info.json", {"method": method, "status": "running", "total_steps": total_steps})
 
     def write_config(self, config: dict) -> None:
@@ -119,7 +118,6 @@ class RunContext:
             step: the 1-based step the phase belongs to, or None outside the step loop (loading, saving). The
                 first phase of a step marks its start, so step times can be measured from it.
         """
-        self.current_phase = name
         hook = getattr(self.on_progress, "phase", None)
         if callable(hook):
             hook(name, step)

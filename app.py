@@ -8,7 +8,8 @@ Usage::
     CLASS7_AUTH=teacher:secret python app.py --share
 
 The app is a view on ``AlignmentComparisonManager`` (class7_1.py): the model loads once and is shared by every
-tab and every student; trainings run one at a time in the background; annotations go to
+tab and every student; trainings are queued (fair across students) and run in worker processes, or as Ray
+tasks with ``--ray-address``; each student's runs go to their workspace; annotations go to
 ``<output-dir>/collected_annotations.json`` (SQLite behind it). With ``--auth`` each login is a student's
 identity, the ``--teacher`` logins have the class-wide controls, and failed logins are limited
 (``ui/login_guard.py``).
@@ -66,6 +67,13 @@ def parse_args(argv=None):
                         "default: $CLASS7_TEACHERS, else the first --auth user")
     p.add_argument("--output-dir", default="outputs")
     p.add_argument("--preset", default="classroom", choices=["classroom", "quick"])
+    p.add_argument("--workers", type=int, default=None,
+                   help="training jobs that run at once, each in its own process (default: 1 on a CPU, one per GPU)")
+    p.add_argument("--ray-address", default=os.environ.get("CLASS7_RAY_ADDRESS"), metavar="ADDRESS",
+                   help="run the training jobs as Ray tasks on this cluster ('auto', 'ray://host:10001'; "
+                        "'local' starts a private instance) instead of local processes (default: $CLASS7_RAY_ADDRESS)")
+    p.add_argument("--ray-cpus-per-job", type=float, default=2, help="Ray: CPUs each job asks for (default 2)")
+    p.add_argument("--ray-gpus-per-job", type=float, default=0, help="Ray: GPUs each job asks for (default 0)")
     return p.parse_args(argv)
 
 
@@ -81,6 +89,18 @@ def parse_teachers(value: str | None, auth) -> list[str]:
     return names
 
 
+def default_workers(value: int | None) -> int:
+    """``--workers``, else one per GPU when there are GPUs, else 1 (a CPU server: two trainings at once would
+    each run at about half speed, and the Compare tab's generation would slow down too). Must be 1..64."""
+    if value is None:
+        import torch
+
+        value = torch.cuda.device_count() or 1
+    if not 1 <= value <= 64:
+        raise SystemExit(f"--workers must be between 1 and 64, got {value}")
+    return value
+
+
 def build(args, auth=None):
     """The manager and the Blocks app (model resolved and the shared generation model loaded)."""
     from class7_1 import AlignmentComparisonManager
@@ -88,10 +108,14 @@ def build(args, auth=None):
 
     manager = AlignmentComparisonManager(args.model, args.dataset, args.output_dir, args.preset,
                                          data_dirs=[DATA_DIR, *parse_data_dirs(getattr(args, "data_dir", None))],
-                                         teachers=parse_teachers(getattr(args, "teacher", None), auth))
+                                         teachers=parse_teachers(getattr(args, "teacher", None), auth),
+                                         workers=default_workers(getattr(args, "workers", None)),
+                                         ray_address=getattr(args, "ray_address", None),
+                                         ray_num_cpus=getattr(args, "ray_cpus_per_job", 2),
+                                         ray_num_gpus=getattr(args, "ray_gpus_per_job", 0))
     manager.setup_models()
     manager.load_preference_datasets()
-    manager.policy_model()  # load once now, so the first click is not slow
+    manager.pool.model()  # load once now, so the first click is not slow
     return manager, create_app(manager)
 
 

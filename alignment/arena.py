@@ -135,3 +135,49 @@ class ArenaVotes:
                          "elo": round(el[m], 1), "games": w + t + lo, "wins": w, "ties": t, "losses": lo,
                          "votes": len(votes)})
         return sorted(rows, key=lambda r: -r["bradley_terry"])
+
+
+class ArenaRounds:
+    """Blind pairs the server handed out and not yet voted on: ``round_id -> {"voter", "prompt", "models"}``.
+
+    A vote names a round, never the models: ``take`` hands a round back once, to the voter it was issued to, so a
+    client cannot choose which models its vote counts for or vote twice. At most ``max_open`` rounds are kept
+    (the oldest dropped). Thread-safe.
+    """
+
+    def __init__(self, max_open: int = 5000):
+        import collections
+        import threading
+
+        self.max_open = max_open
+        self._lock, self._rounds = threading.Lock(), collections.OrderedDict()
+
+    def issue(self, voter: str, prompt: str, models: list[str]) -> str:
+        """Remember a round and return its random id (``secrets.token_urlsafe``, 128 bits)."""
+        import secrets
+
+        round_id = secrets.token_urlsafe(16)
+        with self._lock:
+            self._rounds[round_id] = {"voter": voter, "prompt": prompt, "models": list(models)}
+            while len(self._rounds) > self.max_open:
+                self._rounds.popitem(last=False)
+        return round_id
+
+    def take(self, round_id, voter: str) -> dict:
+        """The round, removed. Raises ValueError for an id never issued, already used, or issued to another
+        voter (the round then stays open for its owner)."""
+        with self._lock:
+            rnd = self._rounds.get(round_id) if isinstance(round_id, str) else None
+            if rnd is None or rnd["voter"] != voter:
+                raise ValueError("Unknown or already used blind pair: ask for a new pair, then vote once")
+            return self._rounds.pop(round_id)
+
+    def put_back(self, round_id: str, rnd: dict) -> None:
+        """Reopen a round whose vote could not be recorded."""
+        with self._lock:
+            self._rounds[round_id] = rnd
+
+    def models(self, round_id: str) -> list[str]:
+        """The models behind a round (the tests' referee)."""
+        with self._lock:
+            return list(self._rounds[round_id]["models"])

@@ -12,9 +12,71 @@ from __future__ import annotations
 
 import math
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 METHODS = ("reward", "dpo", "ppo", "grpo")
+
+
+def _setting(name: str) -> dict:
+    """Field metadata: the field is shown in the app's Train tab under the common setting ``name`` (the same
+    name across methods where the idea is the same: PPO's ``kl_coef`` and DPO's ``beta`` are both "beta", the
+    pull back to the reference model). ``setting_fields`` reads it."""
+    return {"setting": name}
+
+
+def setting_fields(method: str) -> dict[str, str]:
+    """``{setting name: config field}`` of the Train tab's settings for ``method``, from the fields' metadata
+    (e.g. PPO: ``{"max_steps": "max_steps", ..., "beta": "kl_coef", "clip_range": "cliprange"}``).
+
+    Raises:
+        ValueError: unknown method.
+    """
+    if method not in CONFIG_CLASSES:
+        raise ValueError(f"Unknown method {method!r} (expected one of {', '.join(METHODS)})")
+    out: dict[str, str] = {}
+    for f in fields(CONFIG_CLASSES[method]):
+        if "setting" in f.metadata:
+            out[f.metadata["setting"]] = f.name
+    return out
+
+
+# The Train tab's settings, in the order it shows them.
+SETTING_NAMES = ("learning_rate", "max_steps", "batch_size", "beta", "clip_range", "group_size", "lora_r")
+
+
+def settings_of(cfg) -> dict:
+    """``{setting name: value, or None where the method has no such setting}`` of a resolved config."""
+    method = next(m for m, c in CONFIG_CLASSES.items() if type(cfg) is c)
+    names = setting_fields(method)
+    return {n: getattr(cfg, names[n]) if n in names else None for n in SETTING_NAMES}
+
+
+def apply_settings(method: str, values: dict, settings: dict) -> dict:
+    """``values`` (a config as a dict) with the Train tab's ``settings`` (``{setting name: number or text}``) set
+    on the fields they name (``setting_fields``); empty and unused settings are ignored. The result is not yet
+    validated as a config (``make_config`` does that).
+
+    Raises:
+        ValueError: a setting that is not a number, not finite, or fractional where the field is a count.
+    """
+    names = setting_fields(method)
+    types = typing.get_type_hints(CONFIG_CLASSES[method])
+    out = dict(values)
+    for name, value in settings.items():
+        if value is None or value == "" or name not in names:
+            continue
+        label = name.replace("_", " ")
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{label} must be a number; got {str(value)[:40]!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{label} must be a finite number; got {str(value)[:40]!r}")
+        integer = types[names[name]] is int
+        if integer and number != int(number):
+            raise ValueError(f"{label} must be a whole number; got {value!r}")
+        out[names[name]] = int(number) if integer else number
+    return out
 
 
 def _check(cond: bool, message: str) -> None:
@@ -90,10 +152,10 @@ class CommonConfig:
         "seed": (0, 2**31 - 1), "logging_steps": (1, 300), "missing_eos_penalty": (0.0, 10.0),
     }
 
-    max_steps: int = 30
-    learning_rate: float = 1e-4
-    batch_size: int = 4
-    lora_r: int = 8
+    max_steps: int = field(default=30, metadata=_setting("max_steps"))
+    learning_rate: float = field(default=1e-4, metadata=_setting("learning_rate"))
+    batch_size: int = field(default=4, metadata=_setting("batch_size"))
+    lora_r: int = field(default=8, metadata=_setting("lora_r"))
     lora_alpha: int = 32
     max_prompt_length: int = 64
     max_completion_length: int = 32
@@ -136,8 +198,8 @@ class RewardModelConfig(CommonConfig):
 
     BOUNDS = {"center_rewards_coefficient": (0.0, 10.0)}
 
-    learning_rate: float = 5e-4
-    batch_size: int = 4
+    learning_rate: float = field(default=5e-4, metadata=_setting("learning_rate"))
+    batch_size: int = field(default=4, metadata=_setting("batch_size"))
     center_rewards_coefficient: float | None = 0.01
 
 
@@ -157,9 +219,9 @@ class DPOConfig(CommonConfig):
 
     BOUNDS = {"beta": (1e-4, 10.0)}
 
-    learning_rate: float = 1e-4
-    batch_size: int = 4
-    beta: float = 0.1
+    learning_rate: float = field(default=1e-4, metadata=_setting("learning_rate"))
+    batch_size: int = field(default=4, metadata=_setting("batch_size"))
+    beta: float = field(default=0.1, metadata=_setting("beta"))
     loss_type: str = "sigmoid"
 
     def __post_init__(self) -> None:
@@ -195,13 +257,13 @@ class PPOConfig(CommonConfig):
               "cliprange_value": (0.01, 10.0), "vf_coef": (0.0, 10.0), "ppo_epochs": (1, 8),
               "num_mini_batches": (1, 32), "temperature": (0.05, 2.0), "value_lr_multiplier": (0.0, 100.0)}
 
-    learning_rate: float = 2e-4
-    batch_size: int = 8
-    kl_coef: float = 0.05
+    learning_rate: float = field(default=2e-4, metadata=_setting("learning_rate"))
+    batch_size: int = field(default=8, metadata=_setting("batch_size"))
+    kl_coef: float = field(default=0.05, metadata=_setting("beta"))
     kl_controller: str = "fixed"
     target_kl: float = 6.0
     kl_horizon: int = 10000
-    cliprange: float = 0.2
+    cliprange: float = field(default=0.2, metadata=_setting("clip_range"))
     cliprange_value: float = 0.2
     vf_coef: float = 0.1
     gamma: float = 1.0
@@ -248,11 +310,11 @@ class GRPOConfig(CommonConfig):
     BOUNDS = {"batch_size": (1, 16), "num_generations": (2, 16), "beta": (0.0, 10.0), "temperature": (0.05, 2.0)}
     MAX_COMPLETIONS_PER_STEP = 64
 
-    learning_rate: float = 5e-4
-    batch_size: int = 2
-    num_generations: int = 4
-    beta: float = 0.04
-    epsilon: float = 0.2
+    learning_rate: float = field(default=5e-4, metadata=_setting("learning_rate"))
+    batch_size: int = field(default=2, metadata=_setting("batch_size"))
+    num_generations: int = field(default=4, metadata=_setting("group_size"))
+    beta: float = field(default=0.04, metadata=_setting("beta"))
+    epsilon: float = field(default=0.2, metadata=_setting("clip_range"))
     loss_type: str = "grpo"
     scale_rewards: bool | None = None
     temperature: float = 0.7
@@ -301,4 +363,4 @@ def make_config(method: str, preset: str = "classroom", **overrides):
 
 
 __all__ = ["CONFIG_CLASSES", "CommonConfig", "DPOConfig", "GRPOConfig", "METHODS", "PPOConfig",
-           "RewardModelConfig", "make_config"]
+           "RewardModelConfig", "SETTING_NAMES", "apply_settings", "make_config", "setting_fields", "settings_of"]

@@ -4,9 +4,12 @@ All models share one copy of the base weights: each trained adapter is loaded in
 its method's name, and "base" is that model with adapters disabled. Every model generates with the same
 seeded decoding settings (same seed, same prompts, same batches), so differences come from the weights.
 
-Per model: reward-model score (mean, distribution), response length (tokens), KL to the base model, win
-rate against base by reward-model score with a bootstrap 95% interval, per-category means, per-sample
-records.
+Per model: reward-model score (mean, distribution), response length (tokens), KL to the base model with a 95%
+interval, per-category means, per-sample records; per aligned model, the win rate against base by each evaluator
+(``EVALUATORS``: the reward model the run trained, ``proxy_rm``; an optional second reward model, ``gold_rm``; the
+programmatic checks of ``alignment.rules``, ``rules``) with a prompt-level bootstrap 95% interval, and the
+length-controlled win rate next to it (``alignment.stats``). With ``samples_per_prompt`` > 1 each prompt is answered
+several times, with different sampling noise per sample and the same noise for every model.
 """
 
 from __future__ import annotations
@@ -19,6 +22,15 @@ import numpy as np
 import torch
 
 from .generation import RewardScorer, generate_shared_noise, sequence_log_ratio
+from .rules import rule_for, score_answer
+from .stats import (TIE_TOLERANCE, kl_interval, length_controlled_win_rate, paired_bootstrap_win_rate,
+                    win_outcomes)
+
+__all__ = ["EVALUATORS", "PHASES", "PROGRESS_SHARE", "TIE_TOLERANCE", "DecodingConfig", "bootstrap_win_rate",
+           "compare_answers", "evaluate_models", "evaluator_info", "load_policy_with_adapters", "win_outcomes"]
+
+# The referees an answer can be scored by, in the order the report shows them.
+EVALUATORS = ("proxy_rm", "gold_rm", "rules")
 
 # The phases ``evaluate_models`` reports to its ``progress(phase, done, total)`` callback, in order, with their
 # units: decoded token steps (every batch decodes up to max_new_tokens), log-ratio batches, scoring batches.
@@ -63,40 +75,19 @@ def load_policy_with_adapters(base_model, adapters: dict[str, str | Path]):
     return model.eval()
 
 
-# Two answers whose reward-model scores differ by at most this much are a tie: the same text scored in batches
-# with different padding differs by about 1e-7, which is float noise, not a preference.
-TIE_TOLERANCE = 1e-4
-
-
-def win_outcomes(model_scores, base_scores, same_answer=None, tol: float = TIE_TOLERANCE) -> np.ndarray:
-    """Per prompt: 1 (the model's answer scores higher than base's), 0.5 (a tie), 0 (lower).
-
-    A tie is the same answer as base (``same_answer[i]``: identical token sequences) or a score difference of at
-    most ``tol``; never float noise. Shapes: equal-length sequences, one entry per prompt -> ``(n,)``.
-    """
-    a, b = np.asarray(model_scores, dtype=float), np.asarray(base_scores, dtype=float)
-    tie = np.abs(a - b) <= tol
-    if same_answer is not None:
-        tie |= np.asarray(same_answer, dtype=bool)
-    return np.where(tie, 0.5, (a > b).astype(float))
-
-
 def bootstrap_win_rate(model_scores, base_scores, same_answer=None, tol: float = TIE_TOLERANCE,
                        n_resamples: int = 2000, seed: int = 0) -> dict:
-    """Win rate of a model over base, per prompt by reward-model score, ties counting 1/2 (``win_outcomes``),
-    with a percentile bootstrap 95% interval over prompts (Efron & Tibshirani 1993, Ch. 13).
+    """Win rate of a model over base, ties counting 1/2 (``win_outcomes``: an identical answer, or reward scores
+    within ``tol``), with a percentile bootstrap 95% interval over prompts (Efron & Tibshirani 1993, Ch. 13).
+
+    ``alignment.stats.paired_bootstrap_win_rate`` with its defaults: shapes ``(n_prompts,)`` (one sample per prompt)
+    or ``(n_prompts, n_samples)`` (prompts resampled with all their samples).
 
     Returns:
-        ``{"win_rate", "ci_low", "ci_high", "n", "wins", "ties", "losses", "tie_rule"}``.
+        ``{"win_rate", "ci_low", "ci_high", "n", "wins", "ties", "losses", "tie_rule"}`` plus ``n_prompts``,
+        ``n_samples``, ``n_excluded``, ``half_width``, ``level``.
     """
-    wins = win_outcomes(model_scores, base_scores, same_answer, tol)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(wins), size=(n_resamples, len(wins)))
-    boots = wins[idx].mean(axis=1)
-    return {"win_rate": float(wins.mean()), "ci_low": float(np.percentile(boots, 2.5)),
-            "ci_high": float(np.percentile(boots, 97.5)), "n": int(len(wins)), "wins": int((wins == 1).sum()),
-            "ties": int((wins == 0.5).sum()), "losses": int((wins == 0).sum()),
-            "tie_rule": f"identical answer, or reward scores within {tol:g}"}
+    return paired_bootstrap_win_rate(model_scores, base_scores, same_answer, tol, n_resamples, seed)
 
 
 def _distribution(values: list[float]) -> dict:
@@ -150,9 +141,37 @@ def _no_progress(phase: str, done: int, total: int) -> None:
     pass
 
 
+def _as_floats(scores) -> list[float]:
+    return scores.tolist() if hasattr(scores, "tolist") else [float(x) for x in scores]
+
+
+def _score_all(scorers: list, rows: list, texts: list[str], progress) -> list[list]:
+    """Each scorer's scores of every row (None for a missing scorer), one scorer batch per ``score`` call,
+    reporting ``progress("scoring", batches done, batches of all scorers)``."""
+    plans = [_batches(len(rows), getattr(sc, "batch_size", 16)) if sc is not None else [] for sc in scorers]
+    total, done, out = sum(len(p) for p in plans), 0, []
+    for sc, plan in zip(scorers, plans):
+        if sc is None:
+            out.append([None] * len(rows))
+            continue
+        values = []
+        for idx in plan:  # the scorer's own batches, one per call
+            values += _as_floats(sc.score(rows[idx.start:idx.stop], texts[idx.start:idx.stop]))
+            done += 1
+            progress(PHASES[2], done, total)
+        out.append(values)
+    return out
+
+
 def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str], decoding: DecodingConfig,
-                progress=None):
-    """Every model answers every prompt in shared batches; returns ``{name: (gens, kls, rewards)}``.
+                progress=None, samples: int = 1, gold_scorer=None):
+    """Every model answers every prompt ``samples`` times in shared batches; returns
+    ``{name: (gens, kls, rewards, gold_rewards)}``, each a list of ``samples * len(prompts)`` entries, entry
+    ``s * len(prompts) + i`` being sample ``s`` of prompt ``i`` (rewards/gold None without that scorer).
+
+    Sampling noise is keyed by (prompt, sample): every model's answer to sample ``s`` of prompt ``i`` uses the same
+    random numbers (paired comparisons), different samples use different ones. With ``samples=1`` the rows,
+    batches and keys are those of one answer per prompt.
 
     ``progress``: optional ``callback(phase, done, total)`` with ``phase`` one of ``PHASES``, called as each
     decoded token, log-ratio batch and scoring batch completes. One path with or without it: the work is split
@@ -162,9 +181,11 @@ def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str]
     mixed = hasattr(policy, "disable_adapter")
     if not mixed and model_names != ["base"]:
         raise ValueError("Only 'base' can be answered by a model without adapters")
-    rows = [p for _ in model_names for p in prompts]
-    adapters = ["__base__" if n == "base" else n for n in model_names for _ in prompts]
-    keys = [i for _ in model_names for i in range(len(prompts))]  # same prompt -> same noise, for every model
+    n = len(prompts)
+    blocks = [(s, name) for s in range(samples) for name in model_names]  # sample-major: fewer noise keys per batch
+    rows = [p for _ in blocks for p in prompts]
+    adapters = ["__base__" if name == "base" else name for _, name in blocks for _ in prompts]
+    keys = [s * n + i for s, _ in blocks for i in range(n)]  # same (prompt, sample) -> same noise, for every model
     gens = _generate_reporting(policy, tokenizer, rows, adapters if mixed else None, keys, decoding, progress)
     kls = [0.0] * len(rows)
     aligned = [r for r, a in enumerate(adapters) if a != "__base__"]
@@ -182,68 +203,158 @@ def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str]
             progress(PHASES[1], b + 1, len(batches))
         for r, v in zip(aligned, ratios):
             kls[r] = v
-    if scorer is None:
-        rewards = [None] * len(rows)
-    else:
-        rewards, batches = [], _batches(len(rows), getattr(scorer, "batch_size", 16))
-        for b, idx in enumerate(batches):  # the scorer's own batches, one per call
-            rewards += scorer.score(rows[idx.start:idx.stop], [g.text for g in gens[idx.start:idx.stop]]).tolist()
-            progress(PHASES[2], b + 1, len(batches))
-    n = len(prompts)
-    return {name: (gens[j * n:(j + 1) * n], kls[j * n:(j + 1) * n], rewards[j * n:(j + 1) * n])
-            for j, name in enumerate(model_names)}
+    rewards, gold = _score_all([scorer, gold_scorer], rows, [g.text for g in gens], progress)
+    out = {}
+    for name in model_names:
+        idx = [j * n + i for j, (_, m) in enumerate(blocks) if m == name for i in range(n)]
+        out[name] = ([gens[r] for r in idx], [kls[r] for r in idx], [rewards[r] for r in idx], [gold[r] for r in idx])
+    return out
+
+
+def evaluator_info(model_names: list[str], gold: bool = False, rules_coverage: tuple[int, int] | None = None) -> dict:
+    """The ``evaluators`` entry of an evaluation: per evaluator, the evaluated methods ``trained`` to maximise it
+    and what it is. ``rules_coverage``: (prompts with a rule, prompts without) when the rules evaluator ran."""
+    optimisers = [m for m in ("ppo", "grpo") if m in model_names]
+    info = {"proxy_rm": {
+        "trained": optimisers,
+        "description": "the reward model trained in this run (runs/reward), the one PPO and GRPO maximise during "
+                       "training: its win rates for them are biased upward; DPO never saw it"}}
+    if gold:
+        info["gold_rm"] = {"trained": [], "description": "a second reward model that no method was trained on"}
+    if rules_coverage is not None:
+        info["rules"] = {"trained": [], "scored_prompts": rules_coverage[0], "unscored_prompts": rules_coverage[1],
+                         "description": "programmatic checks per category (alignment.rules: the correct fact, the "
+                                        "word or item count, a refusal with an alternative, concrete steps, no "
+                                        "filler); no method optimised them"}
+    return info
+
+
+def _select_evaluators(evaluators, available: list[str]) -> list[str]:
+    if evaluators is None:
+        return available
+    wanted = list(evaluators)
+    unknown = [e for e in wanted if e not in EVALUATORS]
+    if unknown:
+        raise ValueError(f"unknown evaluator(s) {unknown}: expected some of {list(EVALUATORS)}")
+    missing = [e for e in wanted if e not in available]
+    if missing:
+        raise ValueError(f"evaluator(s) {missing} not available: gold_rm needs gold_scorer, rules needs evaluation "
+                         "prompts with a rule")
+    return [e for e in EVALUATORS if e in wanted]
+
+
+def _matrix(values: list, n: int, samples: int) -> np.ndarray:
+    """Entries ``s * n + i`` -> a float ``(n, samples)`` array (None -> NaN)."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float).reshape(samples, n).T
+
+
+def _means_by_category(values: list, categories: list[str]) -> dict[str, float]:
+    cats: dict[str, list[float]] = {}
+    for v, c in zip(values, categories):
+        if v is not None:
+            cats.setdefault(c, []).append(v)
+    return {c: statistics.fmean(v) for c, v in sorted(cats.items())}
 
 
 def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[dict], model_names: list[str],
-                    decoding: DecodingConfig | None = None, progress=None) -> dict:
+                    decoding: DecodingConfig | None = None, progress=None, *, samples_per_prompt: int = 1,
+                    gold_scorer=None, evaluators=None) -> dict:
     """Generate, score and compare.
 
     Every model answers every prompt in the same batches (PEFT mixed-adapter batches), with shared sampling
-    noise per prompt (``GumbelNoiseSampler``): the only difference between two models' answers is the weights.
+    noise per (prompt, sample) (``GumbelNoiseSampler``): the only difference between two models' answers is the
+    weights. Each answer is scored by every evaluator: ``scorer`` (``proxy_rm``), ``gold_scorer`` (``gold_rm``) and
+    the prompts' rules (``rules``, ``alignment.rules.score_answer``).
 
     Args:
         policy: ``PeftModel`` holding an adapter per aligned model (``load_policy_with_adapters``).
-        eval_prompts: ``[{"category", "prompt"}]``.
+        scorer: the reward model trained in this run (``proxy_rm``): ``.score(prompts, texts)`` -> scores.
+        eval_prompts: ``[{"category", "prompt", "rule"?}]``; the rules evaluator runs when at least one prompt has a
+            rule (``alignment.rules.rule_for``); prompts without one are excluded from it and counted.
         model_names: e.g. ``["base", "dpo", "ppo", "grpo"]``; ``"base"`` means adapters disabled.
         progress: optional ``callback(phase, done, total)``: ``phase`` is one of ``PHASES`` ("generating answers":
-            decoded token steps of all batches; "KL to base": log-ratio batches; "scoring": reward-model batches),
-            ``done`` of ``total`` units finished. The answers and numbers do not depend on it.
+            decoded token steps of all batches; "KL to base": log-ratio batches; "scoring": reward-model batches of
+            both reward models), ``done`` of ``total`` units finished. The answers and numbers do not depend on it.
+        samples_per_prompt: answers per prompt and model (generation, KL and scoring cost scale with it).
+        gold_scorer: optional second reward model with the same ``.score(prompts, texts)``, evaluated as
+            ``gold_rm``.
+        evaluators: optional names among ``EVALUATORS`` to compute win rates for (default: every available one).
 
     Returns:
-        ``{"decoding", "models": {name: {"summary", "samples"}}}`` with KL, win rates and per-category means.
+        ``{"decoding", "samples_per_prompt", "evaluators": evaluator_info(...), "models": {name: {"summary",
+        "samples"}}}``. ``samples``: one record per (sample, prompt), sample-major. ``summary``: mean reward, KL with
+        ``kl_ci_low``/``kl_ci_high`` (nats/answer), length, EOS rate, ``mean_score`` and ``per_category_mean_score``
+        per evaluator; for aligned models ``win_rate_vs_base`` and ``lc_win_rate_vs_base``, each
+        ``{evaluator: alignment.stats result}``.
+
+    Raises:
+        ValueError: ``samples_per_prompt`` < 1, or an unknown or unavailable evaluator requested.
     """
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be at least 1, got {samples_per_prompt}")
     decoding = decoding or DecodingConfig()
-    prompts = [p["prompt"] for p in eval_prompts]
-    answered = _answer_all(policy, tokenizer, scorer, prompts, model_names, decoding, progress)
-    results: dict[str, dict] = {}
-    for name, (gens, kls, scores) in answered.items():
-        samples = [{"prompt": p["prompt"], "category": p["category"], "response": g.text, "reward": s,
-                    "length_tokens": g.length, "ended_with_eos": g.ended_with_eos, "kl_to_base": k}
-                   for p, g, s, k in zip(eval_prompts, gens, scores, kls)]
+    n, k = len(eval_prompts), samples_per_prompt
+    has_rule = [rule_for(p) is not None for p in eval_prompts]
+    available = ["proxy_rm", *(["gold_rm"] if gold_scorer is not None else []), *(["rules"] if any(has_rule) else [])]
+    chosen = _select_evaluators(evaluators, available)
+    answered = _answer_all(policy, tokenizer, scorer, [p["prompt"] for p in eval_prompts], model_names, decoding,
+                           progress, k, gold_scorer if "gold_rm" in chosen else None)
+    results, scores = {}, {}
+    for name, (gens, kls, rewards, gold) in answered.items():
+        samples = []
+        for r, (g, kl, rw, gd) in enumerate(zip(gens, kls, rewards, gold)):
+            s, i = divmod(r, n)
+            p = eval_prompts[i]
+            rec = {"prompt": p["prompt"], "category": p["category"], "sample": s, "response": g.text, "reward": rw,
+                   "length_tokens": g.length, "ended_with_eos": g.ended_with_eos, "kl_to_base": kl}
+            if "gold_rm" in chosen:
+                rec["gold_reward"] = gd
+            if "rules" in chosen:
+                rec["rule_score"] = score_answer(p, g.text)
+            samples.append(rec)
         results[name] = {"samples": samples}
-    base_scores = [s["reward"] for s in results["base"]["samples"]] if "base" in results else None
-    base_ids = [g.token_ids for g in answered["base"][0]] if "base" in answered else None
+        scores[name] = {"proxy_rm": rewards, "gold_rm": gold, "rules": [x.get("rule_score") for x in samples]}
     for name, res in results.items():
-        samples = res["samples"]
-        rewards = [s["reward"] for s in samples]
-        cats: dict[str, list[float]] = {}
-        for s in samples:
-            cats.setdefault(s["category"], []).append(s["reward"])
-        summary = {
-            "mean_reward": statistics.fmean(rewards),
-            "reward_distribution": _distribution(rewards),
-            "mean_length_tokens": statistics.fmean(s["length_tokens"] for s in samples),
-            "eos_rate": statistics.fmean(float(s["ended_with_eos"]) for s in samples),
-            "kl_to_base": statistics.fmean(s["kl_to_base"] for s in samples),
-            "per_category_mean_reward": {c: statistics.fmean(v) for c, v in sorted(cats.items())},
-            "n_prompts": len(samples),
-        }
-        if base_scores is not None and name != "base":
-            same = [list(g.token_ids) == list(b) for g, b in zip(answered[name][0], base_ids)]
-            summary["win_rate_vs_base"] = bootstrap_win_rate(rewards, base_scores, same, seed=decoding.seed)
-        res["summary"] = summary
+        res["summary"] = _summary(name, res["samples"], scores, answered, chosen, n, k, decoding.seed)
     torch.manual_seed(decoding.seed)
-    return {"decoding": asdict(decoding), "models": results}
+    return {"decoding": asdict(decoding), "samples_per_prompt": k,
+            "evaluators": evaluator_info(model_names, "gold_rm" in chosen,
+                                         (sum(has_rule), n - sum(has_rule)) if "rules" in chosen else None),
+            "models": results}
+
+
+def _summary(name: str, samples: list[dict], scores: dict, answered: dict, chosen: list[str], n: int, k: int,
+             seed: int) -> dict:
+    """One model's summary (``evaluate_models``); win rates against ``"base"`` when it was evaluated."""
+    rewards = [s["reward"] for s in samples]
+    categories = [s["category"] for s in samples]
+    kl = kl_interval(_matrix([s["kl_to_base"] for s in samples], n, k), seed=seed)
+    summary = {
+        "mean_reward": statistics.fmean(rewards),
+        "reward_distribution": _distribution(rewards),
+        "mean_length_tokens": statistics.fmean(s["length_tokens"] for s in samples),
+        "eos_rate": statistics.fmean(float(s["ended_with_eos"]) for s in samples),
+        "kl_to_base": statistics.fmean(s["kl_to_base"] for s in samples),
+        "kl_ci_low": kl["ci_low"], "kl_ci_high": kl["ci_high"],
+        "per_category_mean_reward": _means_by_category(rewards, categories),
+        "mean_score": {e: statistics.fmean(v) if (v := [x for x in scores[name][e] if x is not None]) else None
+                       for e in chosen},
+        "per_category_mean_score": {e: _means_by_category(scores[name][e], categories) for e in chosen},
+        "n_prompts": n, "samples_per_prompt": k, "n_answers": n * k,
+    }
+    if "base" in answered and name != "base":
+        same = _matrix([list(g.token_ids) == list(b.token_ids) for g, b in zip(answered[name][0], answered["base"][0])],
+                       n, k).astype(bool)
+        length_diff = (_matrix([s["length_tokens"] for s in samples], n, k)
+                       - _matrix([g.length for g in answered["base"][0]], n, k))
+        summary["win_rate_vs_base"], summary["lc_win_rate_vs_base"] = {}, {}
+        for e in chosen:
+            mine, base = _matrix(scores[name][e], n, k), _matrix(scores["base"][e], n, k)
+            summary["win_rate_vs_base"][e] = paired_bootstrap_win_rate(
+                mine, base, same, seed=seed, score_name="rule" if e == "rules" else "reward")
+            outcomes = win_outcomes(mine, base, same)
+            summary["lc_win_rate_vs_base"][e] = length_controlled_win_rate(outcomes, length_diff, seed=seed)
+    return summary
 
 
 @torch.no_grad()
@@ -262,4 +373,4 @@ def compare_answers(policy, tokenizer, scorer: RewardScorer | None, prompt: str,
     answered = _answer_all(policy, tokenizer, scorer, [prompt], model_names, decoding or DecodingConfig())
     return {name: {"response": g[0].text, "reward": r[0], "length_tokens": g[0].length,
                    "ended_with_eos": g[0].ended_with_eos, "kl_to_base": k[0]}
-            for name, (g, k, r) in answered.items()}
+            for name, (g, k, r, _) in answered.items()}

@@ -1,7 +1,8 @@
 """The three report files, plus plotly charts.
 
 - ``alignment_comparison_report.json``: setup, dataset statistics, per-method training metrics and time,
-  evaluation summary per model, recommendations derived from the numbers;
+  evaluation summary per model (win rates vs base per evaluator: ``proxy_rm``, ``gold_rm``, ``rules``, with the
+  length-controlled win rate next to the raw one), caveats, recommendations derived from the numbers;
 - ``evaluation_results.json``: per-model, per-prompt detail;
 - ``final_summary.json``: artifacts and what was learned;
 - ``plots/*.html``: training curves, mean reward by model, reward vs KL, length vs reward, per-category bars.
@@ -43,8 +44,28 @@ def training_summary(method: str, history: list[dict]) -> dict:
 POLICIES = ("dpo", "ppo", "grpo")
 REWARD_OPTIMISERS = ("ppo", "grpo")  # trained to maximise the very reward model the evaluation scores with
 
-HEADLINE_COLUMNS = ["model", "mean reward", "KL to base", "length", "EOS rate", "win rate vs base [95% CI]",
-                    "steps done / budget", "status", "train s"]
+EVALUATORS = ("proxy_rm", "gold_rm", "rules")  # alignment.evaluation.EVALUATORS, in the order shown
+EVALUATOR_LABELS = {"proxy_rm": "proxy RM", "gold_rm": "gold RM", "rules": "rules"}
+
+HEADLINE_COLUMNS = ["model", "mean reward", "KL to base [95% CI]", "length", "EOS rate",
+                    *(f"win vs base: {EVALUATOR_LABELS[e]} [95% CI]" for e in EVALUATORS),
+                    "LC win vs base: proxy RM [95% CI]", "steps done / budget", "status", "train s"]
+
+
+def win_rates(summary: dict, key: str = "win_rate_vs_base") -> dict[str, dict]:
+    """``{evaluator: result}`` of a model's summary for ``key`` (``win_rate_vs_base`` or ``lc_win_rate_vs_base``);
+    a flat win rate, written before there were several evaluators, reads as ``proxy_rm``'s."""
+    value = (summary or {}).get(key) or {}
+    if "win_rate" in value or "lc_win_rate" in value:
+        return {"proxy_rm": value}
+    return {e: v for e, v in value.items() if isinstance(v, dict)}
+
+
+def rate_text(result: dict | None, key: str = "win_rate") -> str:
+    """``"55% [43%–67%]"``: a rate and its interval (``key``: ``win_rate`` or ``lc_win_rate``), "-" without one."""
+    if not result or result.get(key) is None:
+        return "-"
+    return f"{result[key]:.0%} [{result['ci_low']:.0%}–{result['ci_high']:.0%}]"
 
 
 def steps_text(info: dict | None) -> str:
@@ -65,6 +86,25 @@ def scorer_note(models: list[str]) -> str:
     if "dpo" in models:
         note += "; DPO never saw it"
     return note
+
+
+def proxy_caveat(evaluated: list[str], shown: list[str] = EVALUATORS) -> str:
+    """The caveat that always goes with ``proxy_rm`` win rates: who was trained to maximise that reward model (a
+    policy optimised against a learned reward exploits its errors, so the proxy overrates it: Gao, Schulman &
+    Hilton 2023, "Scaling Laws for Reward Model Overoptimization"), and which independent evaluators to read next to
+    it (``shown``: the evaluators in the report)."""
+    others = [EVALUATOR_LABELS[e] for e in shown if e != "proxy_rm"]
+    compare = (f" Read the {' and '.join(others)} win rate{'s' if len(others) > 1 else ''} next to it: no method "
+               "was trained on " + ("them." if len(others) > 1 else "it.")) if others else ""
+    favoured = [m.upper() for m in REWARD_OPTIMISERS if m in evaluated]
+    if not favoured:
+        return ("The proxy RM is this run's own reward model (runs/reward), trained on the same preference pairs as "
+                "DPO: a referee from the same data, not an independent one." + compare)
+    plural = len(favoured) > 1
+    return (f"{' and '.join(favoured)} {'were' if plural else 'was'} trained to maximise this reward model (proxy RM, "
+            f"runs/reward); its win rates for {'them' if plural else 'it'} are biased upward: a policy optimised "
+            "against a reward model learns to exploit its errors (Gao et al. 2023, reward model overoptimization)."
+            + compare)
 
 
 def budget_caveats(methods: dict, evaluated: list[str]) -> list[str]:
@@ -96,32 +136,63 @@ def budget_caveats(methods: dict, evaluated: list[str]) -> list[str]:
 
 
 def headline_rows(report: dict) -> list[list]:
-    """The report's headline table, one row per evaluated model, columns ``HEADLINE_COLUMNS``: mean reward, KL to
-    base (nats/response), mean length (tokens), EOS rate, win rate vs base with its 95% interval (ties count
-    half), then the run's steps done / budget, status and training time (s). Base was not trained: its steps and
-    status are "-" and "reference"."""
+    """The report's headline table, one row per evaluated model, columns ``HEADLINE_COLUMNS``: mean reward (proxy
+    RM), KL to base (nats/response) with its 95% interval, mean length (tokens), EOS rate, the win rate vs base of
+    each evaluator (proxy RM, gold RM, rules; ties count half) and the length-controlled proxy-RM win rate, each
+    with its 95% interval ("-" where an evaluator did not run), then the run's steps done / budget, status and
+    training time (s). Base was not trained: its steps and status are "-" and "reference"."""
     def num(v, digits=3):
         return "-" if v is None else f"{v:.{digits}f}"
 
     rows = []
     for name, s in ((report.get("evaluation") or {}).get("models") or {}).items():
-        wr = s.get("win_rate_vs_base")
+        wr, lc = win_rates(s), win_rates(s, "lc_win_rate_vs_base")
         info = (report.get("methods") or {}).get(name) or {}
         trained = name != "base"
-        rows.append([name, num(s.get("mean_reward")), num(s.get("kl_to_base")), num(s.get("mean_length_tokens"), 1),
+        kl = num(s.get("kl_to_base"))
+        if trained and s.get("kl_ci_low") is not None:
+            kl += f" [{s['kl_ci_low']:.3f}–{s['kl_ci_high']:.3f}]"
+        rows.append([name, num(s.get("mean_reward")), kl, num(s.get("mean_length_tokens"), 1),
                      f"{s['eos_rate']:.0%}" if s.get("eos_rate") is not None else "-",
-                     f"{wr['win_rate']:.0%} [{wr['ci_low']:.0%}–{wr['ci_high']:.0%}]" if wr else "-",
+                     *(rate_text(wr.get(e)) for e in EVALUATORS), rate_text(lc.get("proxy_rm"), "lc_win_rate"),
                      steps_text(info) if trained else "-",
                      (info.get("status") or "unknown") if trained else "reference",
                      num(info.get("train_time_s"), 0) if trained else "-"])
     return rows
 
 
-def _win_counts(evaluation: dict, name: str) -> tuple[int, int, int] | None:
-    """(wins, ties, losses) of ``name`` against base, as the win rate counted them (``win_outcomes``: a tie is
-    an identical answer or scores within the stated tolerance)."""
-    wr = ((evaluation.get("models") or {}).get(name, {}).get("summary") or {}).get("win_rate_vs_base") or {}
+def _win_counts(evaluation: dict, name: str, evaluator: str = "proxy_rm") -> tuple[int, int, int] | None:
+    """(wins, ties, losses) of ``name`` against base by ``evaluator``, as the win rate counted them
+    (``win_outcomes``: a tie is an identical answer or scores within the stated tolerance)."""
+    summary = ((evaluation.get("models") or {}).get(name) or {}).get("summary") or {}
+    wr = win_rates(summary).get(evaluator) or {}
     return (wr["wins"], wr["ties"], wr["losses"]) if "ties" in wr else None
+
+
+def evaluator_findings(evaluation: dict) -> list[str]:
+    """Per aligned model, one line: its win rate vs base by every evaluator, the length-controlled proxy-RM win
+    rate and the mean answer lengths, and whether the proxy RM alone sees a win the independent evaluators do not."""
+    models = evaluation.get("models") or {}
+    base_len = ((models.get("base") or {}).get("summary") or {}).get("mean_length_tokens")
+    lines = []
+    for name, res in models.items():
+        s = res.get("summary") or {}
+        wr, lc = win_rates(s), win_rates(s, "lc_win_rate_vs_base")
+        if name == "base" or not wr:
+            continue
+        text = f"{name.upper()} vs base: " + ", ".join(f"{EVALUATOR_LABELS.get(e, e)} {rate_text(wr[e])}"
+                                                      for e in EVALUATORS if e in wr)
+        if lc.get("proxy_rm"):
+            text += (f"; length-controlled (proxy RM) {rate_text(lc['proxy_rm'], 'lc_win_rate')} at "
+                     f"{s['mean_length_tokens']:.1f} tokens per answer")
+            if base_len is not None:
+                text += f" vs base {base_len:.1f}"
+        proxy, independent = wr.get("proxy_rm"), [e for e in ("gold_rm", "rules") if e in wr]
+        if proxy and independent and proxy["ci_low"] > 0.5 and all(wr[e]["ci_low"] <= 0.5 for e in independent):
+            text += ("; only the proxy RM sees a win: its bias toward the policies trained on it may be the "
+                     "difference")
+        lines.append(text + ".")
+    return lines
 
 
 def recommendations(methods: dict, evaluation: dict | None) -> list[str]:
@@ -140,7 +211,7 @@ def recommendations(methods: dict, evaluation: dict | None) -> list[str]:
             best = max(aligned, key=lambda k: aligned[k]["mean_reward"])
             s = aligned[best]
             base = models.get("base", {}).get("summary", {})
-            wr = s.get("win_rate_vs_base")
+            wr = win_rates(s).get("proxy_rm")
             level = [k for k in aligned if k != best and s["mean_reward"] - aligned[k]["mean_reward"] < 1e-3]
             if level:  # a difference below the third decimal is float noise, not a winner
                 recs.append(f"Highest mean reward ({scorer_note(list(aligned))}): no winner, "
@@ -160,6 +231,7 @@ def recommendations(methods: dict, evaluation: dict | None) -> list[str]:
                     if wr["ci_low"] <= 0.5 <= wr["ci_high"]:
                         text += "; the interval contains 50%, so this run cannot distinguish it from base"
                 recs.append(text + ").")
+            recs.extend(evaluator_findings(evaluation))
             recs.extend(budget_caveats(methods, list(aligned)))
             lowest_kl = min(aligned, key=lambda k: aligned[k]["kl_to_base"])
             recs.append(f"Closest to the base model: {lowest_kl.upper()} (KL {aligned[lowest_kl]['kl_to_base']:.3f} nats/response); "
@@ -267,7 +339,32 @@ def figures(methods: dict, evaluation: dict | None) -> dict:
                                               y=list(s[n]["per_category_mean_reward"].values())) for n in names],
                                       layout=dict(title="Mean reward by prompt category", barmode="group")),
         })
+        if any(win_rates(s[n]) for n in names):
+            figs["win_rates"] = win_rate_figure(s)
     return figs
+
+
+def win_rate_figure(summaries: dict):
+    """Win rate vs base of each aligned model by each evaluator, and the length-controlled proxy-RM win rate, with
+    95% intervals as error bars and the 50% line (plotly ``Figure``). ``summaries``: ``{model: summary}``."""
+    import plotly.graph_objects as go
+
+    aligned = [n for n in summaries if win_rates(summaries[n])]
+    series = [(f"{EVALUATOR_LABELS[e]}", e, "win_rate_vs_base", "win_rate") for e in EVALUATORS]
+    series.append(("LC proxy RM", "proxy_rm", "lc_win_rate_vs_base", "lc_win_rate"))
+    fig = go.Figure()
+    for label, e, key, value in series:
+        res = [win_rates(summaries[n], key).get(e) for n in aligned]
+        if not any(res):
+            continue
+        y = [r[value] if r else None for r in res]
+        fig.add_trace(go.Bar(name=label, x=[n.upper() for n in aligned], y=y, error_y=dict(
+            type="data", symmetric=False, array=[r["ci_high"] - r[value] if r else 0 for r in res],
+            arrayminus=[r[value] - r["ci_low"] if r else 0 for r in res])))
+    fig.add_hline(y=0.5, line_dash="dash", annotation_text="as good as base")
+    fig.update_layout(title="Win rate vs base by evaluator (error bars: 95% interval; ties count half)",
+                      barmode="group", yaxis=dict(range=[0, 1], tickformat=".0%"))
+    return fig
 
 
 def write_plots(out_dir: Path, methods: dict, evaluation: dict | None) -> list[str]:
@@ -290,8 +387,11 @@ def write_reports(out_dir: Path, setup: dict, methods: dict, evaluation: dict | 
             lines), ``run_dir`` and extras (``heldout`` for the reward model).
         evaluation: the output of ``alignment.evaluation.evaluate_models`` (or None if not run).
 
-    The report also holds ``caveats`` (``budget_caveats``: unequal or unfinished training budgets), ``scored_by``
-    (``scorer_note``) and ``headline_table`` (``{"columns", "rows"}``, ``headline_rows``), which the app shows.
+    The report also holds ``caveats`` (``budget_caveats``: unequal or unfinished training budgets, and
+    ``proxy_caveat`` whenever proxy-RM win rates are shown), ``scored_by`` (``scorer_note``), ``evaluators`` (who
+    trained on which evaluator, ``alignment.evaluation.evaluator_info``), ``length_controlled`` (per model: mean
+    length and the length-controlled win rate per evaluator next to the raw one) and ``headline_table``
+    (``{"columns", "rows"}``, ``headline_rows``), which the app shows.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -316,7 +416,14 @@ def write_reports(out_dir: Path, setup: dict, methods: dict, evaluation: dict | 
     }
     evaluated = [n for n in (eval_summary or {}) if n != "base"]
     report["caveats"] = budget_caveats(method_report, evaluated) if evaluation else []
+    shown = [e for e in EVALUATORS if any(e in win_rates(s) for s in (eval_summary or {}).values())]
+    if "proxy_rm" in shown:
+        report["caveats"].append(proxy_caveat(evaluated, shown))
     report["scored_by"] = scorer_note(evaluated) if evaluation else None
+    report["evaluators"] = (evaluation or {}).get("evaluators")
+    report["length_controlled"] = {n: {"mean_length_tokens": s.get("mean_length_tokens"), "by_evaluator": {
+        e: {k: lc.get(k) for k in ("lc_win_rate", "ci_low", "ci_high", "raw_win_rate", "length_coef")}
+        for e, lc in win_rates(s, "lc_win_rate_vs_base").items()}} for n, s in (eval_summary or {}).items()}
     report["headline_table"] = {"columns": HEADLINE_COLUMNS, "rows": headline_rows(report)}
     paths = {"report": out_dir / "alignment_comparison_report.json",
              "evaluation": out_dir / "evaluation_results.json",
@@ -333,8 +440,11 @@ def write_reports(out_dir: Path, setup: dict, methods: dict, evaluation: dict | 
                       "run_dirs": {m: info.get("run_dir") for m, info in methods.items()}, "plots": plots},
         "headline": {n: {"mean_reward": s["mean_reward"], "kl_to_base": s["kl_to_base"],
                          "mean_length_tokens": s["mean_length_tokens"],
-                         "win_rate_vs_base": (s.get("win_rate_vs_base") or {}).get("win_rate")}
+                         "win_rate_vs_base": {e: r.get("win_rate") for e, r in win_rates(s).items()},
+                         "lc_win_rate_vs_base": {e: r.get("lc_win_rate")
+                                                 for e, r in win_rates(s, "lc_win_rate_vs_base").items()}}
                      for n, s in (eval_summary or {}).items()},
+        "caveats": report["caveats"],
         "training_time_s": {m: info.get("train_time_s") for m, info in methods.items()},
         "what_was_learned": learned,
     })

@@ -72,7 +72,7 @@ def matmul_peak(dtype, n: int = 2048, reps: int = 10) -> float:
 def time_method(method: str, baseline: bool, steps: int, source, tokenizer, rows, scorer, n_params: int,
                 **extra) -> dict:
     from alignment.config import make_config
-    from alignment.trainers import train_dpo, train_grpo, train_ppo, train_reward_model
+    from alignment.registry import TrainInputs, method_spec
     from alignment.trainers.common import RunContext
 
     overrides = {"max_steps": steps, **extra}
@@ -80,14 +80,7 @@ def time_method(method: str, baseline: bool, steps: int, source, tokenizer, rows
         overrides.update(bf16=False, response_logits_only=False)
     cfg = make_config(method, **overrides)
     ctx = RunContext(Path(tempfile.mkdtemp()) / method, method, steps)
-    if method == "reward":
-        train_reward_model(cfg, source, tokenizer, rows, rows[:8], ctx)
-    elif method == "dpo":
-        train_dpo(cfg, source, tokenizer, rows, ctx)
-    elif method == "grpo":
-        train_grpo(cfg, source, tokenizer, rows, scorer, ctx)
-    else:
-        train_ppo(cfg, source, tokenizer, rows, scorer, ctx)
+    method_spec(method).train(cfg, TrainInputs(source, tokenizer, rows, rows[:8], scorer), ctx)  # the registry's
     h = ctx.history
     steps_s = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(h, h[1:])]  # step 1 (warm-up) excluded
     seconds = statistics.median(steps_s)  # robust to one step slowed by another tenant of the machine

@@ -28,7 +28,7 @@ BUDGETS = (32, 64, 96)
 def main() -> None:
     manager = AlignmentComparisonManager(output_dir="outputs/benchmark/compare_length")
     manager.setup_models()
-    manager.policy_model()
+    manager.pool.model()
     prompts = [p["prompt"] for p in load_eval_prompts()][:10]
     res = {n: {"s": [], "eos": [], "len": []} for n in BUDGETS}
     for p in prompts:

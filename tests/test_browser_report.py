@@ -82,7 +82,7 @@ def test_report_builds_with_one_progress_bar_and_honest_headline(trained_app, pa
 
 def test_clicking_a_file_name_downloads_it(trained_app, page):
     manager, _ = trained_app
-    if not (manager.output_dir / "final_summary.json").is_file():
+    if not (manager.output_dir / "class" / "final_summary.json").is_file():
         manager.build_report()
     _open_tab(page, "6 · Report", 1280, 800)
     name = page.locator("#report-files td.filename").first
@@ -152,7 +152,7 @@ FORMULA_HIDDEN = """() => {
 @pytest.mark.parametrize("width,height", VIEWPORTS)
 def test_tables_and_formulas_fit_or_scroll(trained_app, page, width, height):
     manager, _ = trained_app
-    if not (manager.output_dir / "alignment_comparison_report.json").is_file():
+    if not (manager.output_dir / "class" / "alignment_comparison_report.json").is_file():
         manager.build_report()
         page.reload()
     _open_tab(page, "6 · Report", width, height)

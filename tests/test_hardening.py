@@ -7,6 +7,7 @@ poisoned annotation records, a K=1000 ranking, markup in names, forged arena vot
 
 import json
 import re
+import time
 
 import pytest
 from gradio_client import Client
@@ -58,9 +59,9 @@ def ben(auth_app):
 ])
 def test_unbounded_settings_are_refused_with_a_message(ana, auth_app, method, settings, message):
     manager = auth_app[0]
-    reply = ana.predict(method, "quick", *_settings(**settings), api_name="/start_training")
+    reply = ana.predict(method, "quick", *_settings(**settings), "", False, api_name="/start_training")
     assert reply.startswith("⚠️") and message in reply, reply
-    assert manager.job is None  # nothing started
+    assert manager.queue.jobs(None) == []  # nothing queued
 
 
 def test_settings_bounds_hold_for_every_method():
@@ -137,8 +138,7 @@ def test_arena_votes_only_on_pairs_the_server_handed_out_once(auth_app, ana, ben
     from gradio_client.exceptions import AppError
 
     manager = auth_app[0]
-    ana.predict("dpo", "quick", *_settings(max_steps=1), api_name="/start_training")
-    manager.job.thread.join(timeout=300)
+    manager.train_method("dpo", max_steps=1)  # a class model: the arena compares the class's models
     assert "dpo" in manager.trained_policies()
 
     with pytest.raises(AppError, match="Unknown or already used"):  # forged: models named by the client
@@ -168,13 +168,16 @@ def test_dr_grpo_drops_the_std_scaling_too():
 
 
 def test_only_the_teacher_changes_the_class_dataset(auth_app, ana):
+    """A student's dataset choice applies to their own trainings; the teacher's is the class's."""
     manager = auth_app[0]
     before = manager.dataset_rows()
-    status, *_ = ana.predict("built-in", "", None, 5, api_name="/load_dataset")
-    assert "Only the teacher can change the class dataset" in status and manager.dataset_rows() == before
+    status, *_ = ana.predict("built-in", "", None, 17, api_name="/load_dataset")
+    assert "your own" in status and "17 pairs" in status
+    assert manager.dataset_rows() == before and len(manager.dataset_rows("ana")) == 17  # the class's is unchanged
     teacher = Client(auth_app[1], auth=USERS[2], verbose=False)
     status, *_ = teacher.predict("built-in", "", None, 20, api_name="/load_dataset")
-    assert "20 pairs" in status and len(manager.dataset_rows()) == 20
+    assert "20 pairs" in status and "class dataset" in status and len(manager.dataset_rows()) == 20
+    assert len(manager.dataset_rows("ana")) == 17
     teacher.predict("built-in", "", None, 0, api_name="/load_dataset")
 
 
@@ -191,14 +194,25 @@ def test_teachers_come_from_the_logins():
 
 def test_only_the_owner_or_the_teacher_stops_a_training(auth_app, ana, ben):
     manager = auth_app[0]
-    reply = ana.predict("reward", "quick", *_settings(max_steps=300), api_name="/start_training")
-    assert "▶️" in reply and manager.job.owner == "ana"
+    reply = ana.predict("reward", "quick", *_settings(max_steps=300), "", False, api_name="/start_training")
+    assert "⚠️" not in reply
+    job = ana.predict("", api_name="/training_status")["current"]
+    assert job["owner"] == "ana"
     try:
-        refused = ben.predict(api_name="/stop_training")
-        assert "ana started this run" in refused and not manager.job.snapshot()["stop_requested"]
+        refused = ben.predict("", api_name="/stop_training")  # his own: he has none
+        assert "Nothing of yours" in refused
+        refused = ben.predict("", job["id"], api_name="/cancel_job")
+        assert "ana started this training" in refused and not manager.queue.get(job["id"])["stop_requested"]
+        refused = ana.predict("dpo", "quick", *_settings(max_steps=1), "", True, api_name="/start_training")
+        assert "Only the teacher can train a class model" in refused
         teacher = Client(auth_app[1], auth=USERS[2], verbose=False)
-        assert "⚠️" not in teacher.predict(api_name="/stop_training")
-        assert manager.job.wait(120) == "stopped"
+        assert "⚠️" not in teacher.predict("", job["id"], api_name="/cancel_job")
+        deadline = time.time() + 30
+        while manager.queue.get(job["id"])["state"] in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.1)
+        assert manager.queue.get(job["id"])["state"] in ("stopped", "cancelled")
+        assert teacher.predict(api_name="/queue_status")["counts"]["queued"] == 0
+        assert "error" in ben.predict(api_name="/queue_status")  # teachers only
     finally:
-        manager.stop_event.set()
-        manager.job.wait(120)
+        for j in manager.queue.jobs(None):
+            manager.queue.cancel(j["id"])

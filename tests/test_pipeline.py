@@ -1,6 +1,7 @@
 """End to end with the tiny model: the manager API and the CLI write all three report files, strict JSON."""
 
 import json
+import re
 
 import pytest
 
@@ -28,9 +29,9 @@ def finished_run(tmp_path_factory):
 
 def test_report_files_and_schema(finished_run):
     out, manager, report = finished_run
-    rep = _strict_load(out / "alignment_comparison_report.json")
-    ev = _strict_load(out / "evaluation_results.json")
-    summary = _strict_load(out / "final_summary.json")
+    rep = _strict_load(out / "class" / "alignment_comparison_report.json")  # the class models' report
+    ev = _strict_load(out / "class" / "evaluation_results.json")
+    summary = _strict_load(out / "class" / "final_summary.json")
     assert set(rep["methods"]) == {"reward", "dpo", "ppo", "grpo"}
     assert all(m["status"] == "completed" and m["train_time_s"] > 0 for m in rep["methods"].values())
     assert 0 <= rep["methods"]["reward"]["heldout"]["accuracy"] <= 1
@@ -43,29 +44,35 @@ def test_report_files_and_schema(finished_run):
         s = model["summary"]
         assert set(s) >= {"mean_reward", "reward_distribution", "mean_length_tokens", "kl_to_base", "per_category_mean_reward"}
         if name != "base":
-            wr = s["win_rate_vs_base"]
+            wr = s["win_rate_vs_base"]["proxy_rm"]  # keyed by evaluator
             assert 0 <= wr["ci_low"] <= wr["win_rate"] <= wr["ci_high"] <= 1
     assert ev["models"]["base"]["summary"]["kl_to_base"] == 0.0
     assert set(summary["headline"]) == {"base", "dpo", "ppo", "grpo"} and summary["what_was_learned"]
     for plot in rep["plots"]:
-        assert (out / "plots").exists() and plot.endswith(".html")
+        assert (out / "class" / "plots").exists() and plot.endswith(".html")
+
+
+def manager_run(out, method):
+    (run,) = (out / "class" / "runs" / method).iterdir()
+    return run
 
 
 def test_run_dirs_are_self_describing(finished_run):
     out, _, _ = finished_run
     for method in ("reward", "dpo", "ppo", "grpo"):
-        run = out / "runs" / method
+        (run,) = (out / "class" / "runs" / method).iterdir()  # one run, named by its start time and a suffix
+        assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", run.name)
         config = json.loads((run / "config.json").read_text())
         assert config["method"] == method and config["config"]["max_steps"] == 2
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
         assert json.loads((run / "run_info.json").read_text())["status"] == "completed"
-    assert json.loads((out / "runs" / "dpo" / "samples.json").read_text())[0]["prompt"]
+    assert json.loads((manager_run(out, "dpo") / "samples.json").read_text())[0]["prompt"]
 
 
 def test_same_seed_same_base_generations(finished_run):
     out, manager, _ = finished_run
     again = manager.evaluate_alignment_methods(progress=False)
-    first = json.loads((out / "evaluation_results.json").read_text())
+    first = json.loads((out / "class" / "evaluation_results.json").read_text())
     assert [s["response"] for s in again["models"]["base"]["samples"]] == \
            [s["response"] for s in first["models"]["base"]["samples"]]
 
@@ -77,8 +84,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "Reward model held-out accuracy" in printed and "dpo" in printed
-    assert {p.name for p in tmp_path.iterdir()} >= {"alignment_comparison_report.json", "evaluation_results.json",
-                                                    "final_summary.json"}
+    assert {p.name for p in (tmp_path / "class").iterdir()} >= {"alignment_comparison_report.json",
+                                                                "evaluation_results.json", "final_summary.json"}
 
 
 def test_cli_rejects_bad_settings(capsys):
@@ -99,5 +106,5 @@ def test_failed_method_is_recorded_and_others_run(tmp_path, monkeypatch):
     manager = AlignmentComparisonManager("tiny", output_dir=tmp_path, overrides=TINY, max_pairs=30, max_eval_prompts=4)
     results = manager.demonstrate_alignment_methods(methods=("reward", "dpo", "grpo"), progress=False)
     assert results["dpo"]["status"] == "failed" and "simulated failure" in results["dpo"]["error"]
-    assert "simulated failure" in (tmp_path / "runs" / "dpo" / "error.log").read_text()
+    assert "simulated failure" in (manager_run(tmp_path, "dpo") / "error.log").read_text()
     assert results["grpo"]["status"] == "completed"

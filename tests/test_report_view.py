@@ -15,8 +15,8 @@ import torch
 from alignment import losses
 from alignment.lessons import (LESSONS, Excerpt, check_excerpts, excerpt_is_verbatim, function_body,
                                lesson_excerpt_code, worked_example)
-from alignment.report import (HEADLINE_COLUMNS, budget_caveats, headline_rows, recommendations, scorer_note,
-                              write_reports)
+from alignment.report import (HEADLINE_COLUMNS, _win_counts, budget_caveats, headline_rows, recommendations,
+                              scorer_note, write_reports)
 
 LESSON = {lesson.key: lesson for lesson in LESSONS}
 
@@ -24,30 +24,34 @@ LESSON = {lesson.key: lesson for lesson in LESSONS}
 # ----------------------------------------------------------------------------- report
 
 
-def _summary(mean_reward, kl=0.1, win=None):
-    s = {"mean_reward": mean_reward, "reward_distribution": {"mean": mean_reward, "std": 0.1, "min": 0, "p25": 0,
-                                                             "median": 0, "p75": 0, "max": 0},
-         "mean_length_tokens": 20.0, "eos_rate": 0.5, "kl_to_base": kl, "per_category_mean_reward": {"a": mean_reward},
-         "n_prompts": 2}
-    if win is not None:
-        s["win_rate_vs_base"] = {"win_rate": win, "ci_low": 0.2, "ci_high": 0.9}
-    return s
+def _summary(mean_reward, kl=0.1, length=20.0):
+    return {"mean_reward": mean_reward, "reward_distribution": {"mean": mean_reward, "std": 0.1, "min": 0, "p25": 0,
+                                                                "median": 0, "p75": 0, "max": 0},
+            "mean_length_tokens": length, "eos_rate": 0.5, "kl_to_base": kl, "kl_ci_low": kl / 2, "kl_ci_high": 2 * kl,
+            "per_category_mean_reward": {"a": mean_reward}, "n_prompts": 2}
 
 
-def _evaluation(rewards: dict) -> dict:
-    """Two prompts per model; ``rewards``: {model: [r1, r2]}; win rates as the evaluation computes them."""
-    from alignment.evaluation import bootstrap_win_rate
+def _evaluation(rewards: dict, rules: dict | None = None, lengths: dict | None = None) -> dict:
+    """Two prompts per model; ``rewards``: {model: [r1, r2]} (the proxy RM), ``rules``: {model: [s1, s2]} (rule
+    scores); win rates and length-controlled win rates as the evaluation computes them, keyed by evaluator."""
+    from alignment.evaluation import bootstrap_win_rate, evaluator_info
+    from alignment.stats import length_controlled_win_rate, win_outcomes
 
+    lengths = lengths or {name: [20, 20] for name in rewards}
     models = {}
     for name, rs in rewards.items():
-        samples = [{"prompt": f"p{i}", "category": "a", "response": "x", "reward": r, "length_tokens": 20,
+        samples = [{"prompt": f"p{i}", "category": "a", "response": "x", "reward": r, "length_tokens": lengths[name][i],
                     "ended_with_eos": True, "kl_to_base": 0.0 if name == "base" else 0.1} for i, r in enumerate(rs)]
-        models[name] = {"samples": samples,
-                        "summary": _summary(sum(rs) / 2, 0.0 if name == "base" else 0.1,
-                                            None if name == "base" else 0.5)}
+        summary = _summary(sum(rs) / 2, 0.0 if name == "base" else 0.1, sum(lengths[name]) / 2)
         if name != "base":
-            models[name]["summary"]["win_rate_vs_base"] = bootstrap_win_rate(rs, rewards["base"])
-    return {"decoding": {"seed": 0}, "models": models}
+            scores = {"proxy_rm": (rs, rewards["base"]), **({"rules": (rules[name], rules["base"])} if rules else {})}
+            diff = [a - b for a, b in zip(lengths[name], lengths["base"])]
+            summary["win_rate_vs_base"] = {e: bootstrap_win_rate(m, b) for e, (m, b) in scores.items()}
+            summary["lc_win_rate_vs_base"] = {e: length_controlled_win_rate(win_outcomes(m, b), diff)
+                                              for e, (m, b) in scores.items()}
+        models[name] = {"samples": samples, "summary": summary}
+    return {"decoding": {"seed": 0}, "samples_per_prompt": 1,
+            "evaluators": evaluator_info(list(rewards), rules_coverage=(2, 0) if rules else None), "models": models}
 
 
 def _run(status, done, total, t=10.0):
@@ -102,6 +106,98 @@ def test_headline_recommendation_names_the_scorer_budgets_and_ties():
     assert scorer_note(["dpo"]) == "scored by the reward model trained in this run (runs/reward); DPO never saw it"
 
 
+def _columns(report) -> dict:
+    return {r[0]: dict(zip(HEADLINE_COLUMNS, r)) for r in headline_rows(report)}
+
+
+def test_headline_shows_every_evaluator_side_by_side_with_intervals(tmp_path):
+    methods = {"reward": _run("completed", 8, 8), "dpo": _run("completed", 30, 30), "ppo": _run("completed", 30, 30)}
+    evaluation = _evaluation({"base": [0.0, 0.2], "dpo": [0.0, 0.1], "ppo": [0.5, 0.3]},
+                             rules={"base": [0.0, 1.0], "dpo": [1.0, 1.0], "ppo": [0.0, 0.0]},
+                             lengths={"base": [10, 20], "dpo": [12, 18], "ppo": [40, 50]})
+    report = write_reports(tmp_path, {"model": {}}, methods, evaluation)
+    rows = _columns(report)
+    ppo, dpo = evaluation["models"]["ppo"]["summary"], evaluation["models"]["dpo"]["summary"]
+    wr = ppo["win_rate_vs_base"]["proxy_rm"]
+    assert rows["ppo"]["win vs base: proxy RM [95% CI]"] == (
+        f"{wr['win_rate']:.0%} [{wr['ci_low']:.0%}–{wr['ci_high']:.0%}]") == "100% [100%–100%]"
+    assert rows["ppo"]["win vs base: rules [95% CI]"] == "25% [0%–50%]"  # a loss and a tie by the rules
+    assert rows["dpo"]["win vs base: rules [95% CI]"] == "75% [50%–100%]"
+    assert rows["ppo"]["win vs base: gold RM [95% CI]"] == "-" and rows["base"]["win vs base: proxy RM [95% CI]"] == "-"
+    lc = ppo["lc_win_rate_vs_base"]["proxy_rm"]
+    lc_text = f"{lc['lc_win_rate']:.0%} [{lc['ci_low']:.0%}–{lc['ci_high']:.0%}]"
+    assert rows["ppo"]["LC win vs base: proxy RM [95% CI]"] == lc_text
+    assert rows["ppo"]["KL to base [95% CI]"] == "0.100 [0.050–0.200]"
+    assert rows["base"]["KL to base [95% CI]"] == "0.000"
+    # the report file: LC win rate with the mean length per model, the evaluators and who trained on them
+    saved = json.loads((tmp_path / "alignment_comparison_report.json").read_text())
+    assert saved["length_controlled"]["ppo"]["mean_length_tokens"] == 45.0
+    assert saved["length_controlled"]["ppo"]["by_evaluator"]["rules"]["lc_win_rate"] == pytest.approx(
+        ppo["lc_win_rate_vs_base"]["rules"]["lc_win_rate"])
+    assert saved["evaluators"]["proxy_rm"]["trained"] == ["ppo"] and saved["evaluators"]["rules"]["trained"] == []
+    headline = json.loads((tmp_path / "final_summary.json").read_text())["headline"]
+    assert headline["dpo"]["win_rate_vs_base"] == {"proxy_rm": dpo["win_rate_vs_base"]["proxy_rm"]["win_rate"],
+                                                   "rules": 0.75}
+    assert headline["ppo"]["lc_win_rate_vs_base"]["proxy_rm"] == pytest.approx(lc["lc_win_rate"])
+    # the findings name each evaluator's win rate and the LC one with the lengths
+    recs = recommendations(methods, evaluation)
+    line = next(r for r in recs if r.startswith("PPO vs base:"))
+    assert "proxy RM 100% [100%–100%], rules 25% [0%–50%]" in line and "length-controlled (proxy RM)" in line
+    assert "45.0 tokens per answer vs base 15.0" in line
+    # the end-of-run table prints the same columns
+    from class7_1 import format_summary_table
+    table = format_summary_table(report)
+    assert "win: proxy RM" in table and "win: rules" in table and "LC win: proxy RM" in table
+    assert "100% [100%–100%]" in table and "25% [0%–50%]" in table and "gold RM" not in table
+
+
+def test_caveats_always_name_the_proxy_evaluators_bias(tmp_path):
+    equal = {"reward": _run("completed", 8, 8), "dpo": _run("completed", 30, 30), "ppo": _run("completed", 30, 30),
+             "grpo": _run("completed", 30, 30)}
+    evaluation = _evaluation({"base": [0.0, 0.2], "dpo": [0.0, 0.1], "ppo": [0.5, 0.3], "grpo": [0.1, 0.3]},
+                             rules={"base": [0.0, 1.0], "dpo": [1.0, 1.0], "ppo": [0.0, 0.0], "grpo": [0.0, 1.0]})
+    caveats = write_reports(tmp_path, {"model": {}}, equal, evaluation)["caveats"]
+    assert budget_caveats(equal, ["dpo", "ppo", "grpo"]) == []  # no budget caveat, the proxy caveat still there
+    assert len(caveats) == 1 and caveats[0].startswith("PPO and GRPO were trained to maximise this reward model")
+    assert "biased upward" in caveats[0] and "rules win rate" in caveats[0]
+    saved = json.loads((tmp_path / "final_summary.json").read_text())
+    assert saved["caveats"] == caveats
+    dpo_only = _evaluation({"base": [0.0, 0.2], "dpo": [0.0, 0.1]})
+    caveats = write_reports(tmp_path, {"model": {}}, {"dpo": _run("completed", 30, 30)}, dpo_only)["caveats"]
+    assert len(caveats) == 1 and "same preference pairs as DPO" in caveats[0] and "rules" not in caveats[0]
+    from ui.report_tab import _status_text
+    shown = _status_text(json.loads((tmp_path / "alignment_comparison_report.json").read_text()))
+    assert "Caveats" in shown and "same preference pairs as DPO" in shown and "**proxy RM**" in shown
+
+
+def test_reports_written_before_evaluators_still_read():
+    """A report from before the evaluators (one flat win rate per model) shows it as the proxy RM's."""
+    flat = {"win_rate": 0.6, "ci_low": 0.4, "ci_high": 0.8, "n": 30, "wins": 15, "ties": 6, "losses": 9,
+            "tie_rule": "identical answer, or reward scores within 0.0001"}
+    report = {"evaluation": {"models": {"base": _summary(0.0, 0.0), "dpo": dict(_summary(0.1), win_rate_vs_base=flat)}},
+              "methods": {"dpo": _run("completed", 30, 30)}}
+    rows = _columns(report)
+    assert rows["dpo"]["win vs base: proxy RM [95% CI]"] == "60% [40%–80%]"
+    assert rows["dpo"]["win vs base: rules [95% CI]"] == "-"
+    evaluation = {"models": {n: {"summary": s, "samples": []} for n, s in report["evaluation"]["models"].items()}}
+    assert _win_counts(evaluation, "dpo") == (15, 6, 9) and _win_counts(evaluation, "dpo", "rules") is None
+
+
+def test_win_rate_plot_has_one_bar_series_per_evaluator():
+    from alignment.report import figures, win_rate_figure
+
+    evaluation = _evaluation({"base": [0.0, 0.2], "dpo": [0.0, 0.1], "ppo": [0.5, 0.3]},
+                             rules={"base": [0.0, 1.0], "dpo": [1.0, 1.0], "ppo": [0.0, 0.0]})
+    fig = figures({}, evaluation)["win_rates"]
+    bars = {t.name: t for t in fig.data}
+    assert set(bars) == {"proxy RM", "rules", "LC proxy RM"}
+    assert list(bars["rules"].x) == ["DPO", "PPO"] and list(bars["rules"].y) == [0.75, 0.25]
+    lopsided = {"base": {}, "dpo": {"win_rate_vs_base": {"gold_rm": {"win_rate": 0.6, "ci_low": 0.3, "ci_high": 0.7}}}}
+    bar = win_rate_figure(lopsided).data[0]
+    assert bar.name == "gold RM" and list(bar.y) == [0.6]
+    assert (bar.error_y.arrayminus[0], bar.error_y.array[0]) == pytest.approx((0.3, 0.1))  # down to 30%, up to 70%
+
+
 # ----------------------------------------------------------------------------- evaluation progress
 
 
@@ -145,6 +241,77 @@ def test_evaluation_reports_each_batch_and_keeps_every_number(policy_and_scorer,
     assert by_phase["scoring"] == [(1, 3), (2, 3), (3, 3)]  # 12 answers, 5 per scoring batch
     for steps in by_phase.values():
         assert [d for d, _ in steps] == sorted(d for d, _ in steps)
+
+
+class LengthGold:
+    """A stand-in second reward model (``gold_rm``): prefers shorter answers (score = -characters)."""
+
+    batch_size = 4
+
+    def score(self, prompts, texts):
+        return torch.tensor([-float(len(t)) for t in texts])
+
+
+@pytest.fixture(scope="module")
+def policy_with_twin(tiny_source, tokenizer):
+    """Adapters "dpo" (random LoRA weights) and "twin" (LoRA B = 0: exactly the base model), and a reward model."""
+    from peft import get_peft_model
+
+    from alignment.generation import RewardScorer
+    from alignment.models import load_causal_lm, load_sequence_classifier, lora_config
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config(), adapter_name="dpo")
+    model.add_adapter("twin", lora_config())
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name and ".dpo." in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    scorer = RewardScorer(load_sequence_classifier(tiny_source, tokenizer, seed=0), tokenizer, batch_size=5)
+    return model.eval(), scorer
+
+
+def test_samples_per_prompt_stay_paired_and_every_evaluator_scores(policy_with_twin, tokenizer):
+    from alignment.evaluation import PHASES, DecodingConfig, evaluate_models
+    from alignment.rules import score_answer
+
+    policy, scorer = policy_with_twin
+    prompts = [{"category": "factual", "prompt": "What is the capital of France?"},  # the built-in rule applies
+               {"category": "c", "prompt": "Say hi."},  # no rule: left out of the rules win rate, counted
+               {"category": "verbosity", "prompt": "Name a fruit.", "rule": {"kind": "concise", "max_words": 3}}]
+    decoding = DecodingConfig(max_new_tokens=6, batch_size=8, logprob_batch_size=4, seed=3)
+    calls = []
+    ev = evaluate_models(policy, tokenizer, scorer, prompts, ["base", "twin", "dpo"], decoding,
+                         progress=lambda phase, done, total: calls.append((phase, done, total)),
+                         samples_per_prompt=2, gold_scorer=LengthGold())
+    assert ev["samples_per_prompt"] == 2 and list(ev["evaluators"]) == ["proxy_rm", "gold_rm", "rules"]
+    assert ev["evaluators"]["proxy_rm"]["trained"] == [] and ev["evaluators"]["rules"]["unscored_prompts"] == 1
+    base, twin = ev["models"]["base"]["samples"], ev["models"]["twin"]["samples"]
+    assert [(s["sample"], s["prompt"]) for s in base] == [(k, p["prompt"]) for k in (0, 1) for p in prompts]
+    # every model's answer to (prompt, sample) uses that pair's noise: the twin of base answers exactly as base
+    assert [s["response"] for s in twin] == [s["response"] for s in base]
+    assert any(base[i]["response"] != base[i + 3]["response"] for i in range(3))  # samples differ from each other
+    for evaluator, wr in ev["models"]["twin"]["summary"]["win_rate_vs_base"].items():
+        assert wr["ties"] == wr["n"] and wr["win_rate"] == 0.5, evaluator
+    rules = ev["models"]["twin"]["summary"]["win_rate_vs_base"]["rules"]
+    assert (rules["n"], rules["n_prompts"], rules["n_samples"], rules["n_excluded"]) == (4, 2, 2, 1)
+    for s in ev["models"]["dpo"]["samples"]:
+        assert s["gold_reward"] == -len(s["response"])
+        assert s["rule_score"] == score_answer(next(p for p in prompts if p["prompt"] == s["prompt"]), s["response"])
+    assert [s["rule_score"] is None for s in base] == [False, True, False] * 2
+    dpo = ev["models"]["dpo"]["summary"]
+    assert set(dpo["win_rate_vs_base"]) == set(dpo["lc_win_rate_vs_base"]) == {"proxy_rm", "gold_rm", "rules"}
+    assert (dpo["win_rate_vs_base"]["gold_rm"]["n_prompts"], dpo["win_rate_vs_base"]["gold_rm"]["n"]) == (3, 6)
+    assert dpo["kl_ci_low"] <= dpo["kl_to_base"] <= dpo["kl_ci_high"] and dpo["n_answers"] == 6
+    assert dpo["mean_score"]["gold_rm"] == pytest.approx(-sum(len(s["response"]) for s in
+                                                               ev["models"]["dpo"]["samples"]) / 6)
+    scoring = [(d, t) for p, d, t in calls if p == PHASES[2]]
+    assert scoring[-1] == (4 + 5, 4 + 5)  # 18 answers: 4 proxy batches of 5, then 5 gold batches of 4
+    with pytest.raises(ValueError, match="gold_rm"):
+        evaluate_models(policy, tokenizer, scorer, prompts, ["base", "dpo"], decoding, evaluators=["gold_rm"])
+    with pytest.raises(ValueError, match="samples_per_prompt"):
+        evaluate_models(policy, tokenizer, scorer, prompts, ["base", "dpo"], decoding, samples_per_prompt=0)
 
 
 # ----------------------------------------------------------------------------- learn

@@ -42,15 +42,19 @@ def test_trainers_never_change_the_shared_tokenizer(tmp_path, tiny_source, token
 
 
 def test_a_short_run_does_not_change_the_class_length_budget(tmp_path):
+    from alignment.pipeline import trained_config, report_setup
     from class7_1 import AlignmentComparisonManager
 
     manager = AlignmentComparisonManager("tiny", output_dir=tmp_path, preset="quick")
     budget = manager.lengths.max_completion_length
-    manager.train_method("dpo", max_steps=1, max_completion_length=8)  # a Train-tab run with its own budget
+    result = manager.train_method("dpo", max_steps=1, max_completion_length=8)  # a Train-tab run with its own budget
     assert manager.lengths.max_completion_length == budget
     assert manager.config_for("dpo").max_completion_length == budget
-    assert manager._trained_config("dpo")["max_completion_length"] == 8  # the report shows what the run used
+    assert trained_config(result["run_dir"])["max_completion_length"] == 8  # the report shows what the run used
     again = AlignmentComparisonManager("tiny", output_dir=tmp_path, preset="quick")  # a later session
-    assert again._trained_config("dpo")["max_completion_length"] == 8
-    saved = json.loads((tmp_path / "runs" / "dpo" / "config.json").read_text())["config"]
-    assert saved["max_completion_length"] == 8 and again._trained_config("ppo")["max_completion_length"] == budget
+    runs = {m: {"run_dir": str(r.path)} for m, r in again.class_runs().items()}
+    setup = report_setup(again.session, None, "builtin", runs)
+    assert setup["configs"]["dpo"]["max_completion_length"] == 8
+    assert setup["configs"]["ppo"]["max_completion_length"] == budget  # not trained: the preset's
+    saved = json.loads((again.run_dir("dpo") / "config.json").read_text())["config"]
+    assert saved["max_completion_length"] == 8

@@ -3,6 +3,7 @@ step is in (PPO, GRPO), Stop taking effect inside a PPO step, and a chart whose 
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from alignment.config import make_config
 from alignment.data import fit_to_length, split_pairs
 from alignment.generation import RewardScorer
-from alignment.jobs import TrainingJob, remaining_seconds
+from alignment.jobs import ProgressTracker, remaining_seconds, snapshot
 from alignment.models import load_sequence_classifier
 from alignment.trainers import train_grpo, train_ppo
 from alignment.trainers.common import RunContext, read_metrics
@@ -30,7 +31,7 @@ def scorer(tiny_source, tokenizer):
 
 
 class Recorder:
-    """A progress callback that also takes phases (as ``TrainingJob`` does); records both, in order."""
+    """A progress callback that also takes phases (as ``ProgressTracker`` does); records both, in order."""
 
     def __init__(self, on_phase=None, on_step=None):
         self.events, self.on_phase, self.on_step = [], on_phase, on_step
@@ -56,59 +57,41 @@ def test_remaining_seconds_from_measured_step_times():
     assert remaining_seconds([2.0], 10, 10, in_step_s=3.0) == 0.0
 
 
-def test_job_measures_steps_from_their_first_phase_not_from_loading():
-    go = threading.Event()
-
-    def target(progress):
-        progress.phase("loading model")
-        time.sleep(0.5)  # not part of any step
-        progress.phase("sampling", 1)
-        time.sleep(0.2)
-        progress.phase("update", 1)
-        time.sleep(0.1)
-        progress(1, 4, {"loss": 1.0})
-        progress.phase("sampling", 2)
-        go.wait(10)
-        return {"status": "completed"}
-
-    job = TrainingJob("ppo", target, 4)
-    time.sleep(0.2)
-    st = job.snapshot()
+def test_tracker_measures_steps_from_their_first_phase_not_from_loading(monkeypatch):
+    """The worker's tracker times a step from its first phase to its metrics line; loading is no step. The server
+    rebuilds the page's numbers from the tracker's state (``snapshot``), as it reads them from progress.json."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    tracker = ProgressTracker("ppo", 4)
+    tracker.phase("loading model")
+    clock[0] += 0.5  # not part of any step
+    st = snapshot(tracker.state(), running=True)
     assert st["phase"] == "loading model" and st["eta_s"] is None and st["step"] == 0
-    deadline = time.time() + 5
-    while job.step < 1 and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.1)
-    st = job.snapshot()
-    assert job.step_times[0] == pytest.approx(0.3, abs=0.12)  # sampling + update, without the 0.5 s of loading
-    assert st["phase"] == "sampling" and st["step"] == 1
-    per = job.step_times[0]
-    assert 2 * per <= st["eta_s"] <= 3 * per  # 3 steps left, 0.1 s into the second
-    assert any("loading model" in line for line in st["log_tail"])  # phases outside a step go to the log
-    go.set()
-    assert job.wait(10) == "completed"
-    done = job.snapshot()
-    assert done["phase"] is None and done["eta_s"] is None and done["log_tail"][-1].split(" ", 1)[1].startswith(
-        "ppo: completed")
+    tracker.phase("sampling", 1)
+    clock[0] += 0.2
+    tracker.phase("update", 1)
+    clock[0] += 0.1
+    tracker(1, 4, {"loss": 1.0})
+    tracker.phase("sampling", 2)
+    clock[0] += 0.1
+    assert tracker.step_times == [pytest.approx(0.3)]  # sampling + update, without the 0.5 s of loading
+    st = snapshot(tracker.state(), running=True)
+    assert st["phase"] == "sampling" and st["step"] == 1 and st["phase_elapsed_s"] == pytest.approx(0.1)
+    assert st["eta_s"] == pytest.approx(3 * 0.3 - 0.1)  # 3 steps left, 0.1 s into the second
+    assert snapshot(tracker.state(), running=False)["eta_s"] is None  # ended: no estimate, no phase
 
 
-def test_stop_is_reported_until_the_run_ends():
-    def target(progress):
-        progress.phase("sampling", 1)
-        progress.stop_event.wait(10)
-        time.sleep(0.3)  # what the trainer still does before its stop check
-        return {"status": "stopped"}
+def test_progress_survives_the_trip_through_the_run_directory(tmp_path):
+    """The worker process writes progress.json at every step and phase; the server reads the same numbers."""
+    from alignment.serving.worker import FileProgress, read_progress
 
-    job = TrainingJob("ppo", target, 4)
-    time.sleep(0.1)
-    assert job.snapshot()["stop_requested"] is False
-    assert job.stop() is True
-    st = job.snapshot()
-    assert st["stop_requested"] and st["running"] and st["stop_latency_s"] is None
-    assert job.wait(10) == "stopped"
-    st = job.snapshot()
-    assert st["stop_latency_s"] == pytest.approx(0.3, abs=0.2) and "stop took" in st["log_tail"][-1]
-    assert job.stop() is False  # nothing left to stop
+    tracker = FileProgress(tmp_path, "dpo", 3)
+    tracker.phase("update", 1)
+    tracker(1, 3, {"loss": 0.5})
+    tracker.phase("update", 2)
+    saved = read_progress(tmp_path)
+    assert saved["step"] == 1 and saved["phase"] == "update" and len(saved["step_times"]) == 1
+    assert snapshot(saved, running=True)["step_time_s"] == pytest.approx(tracker.step_times[0], abs=0.01)
 
 
 # ------------------------------------------------------------------------------------------ phases and stop
@@ -235,15 +218,18 @@ def test_train_form_defaults_to_the_apps_preset(tmp_path):
 def test_progress_label_ticks_names_the_phase_and_estimates():
     from ui.train_tab import progress_label
 
-    st = {"method": "ppo", "step": 0, "total_steps": 30, "running": True, "status": "running", "elapsed_s": 66.4,
+    st = {"method": "ppo", "step": 0, "total_steps": 30, "state": "running", "elapsed_s": 66.4,
           "phase": "sampling", "phase_elapsed_s": 12.2, "eta_s": None, "stop_requested": False}
-    assert progress_label(st) == "ppo: step 0/30 · sampling 12 s · 1 min 06 s elapsed · estimating time left…"
+    assert progress_label(st) == "PPO: step 0/30 · sampling 12 s · 1 min 06 s elapsed · estimating time left…"
     st.update(step=3, eta_s=135.0, phase="update", phase_elapsed_s=0.4)
-    assert progress_label(st) == "ppo: step 3/30 · update 0 s · 1 min 06 s elapsed · about 2 min 15 s left"
+    assert progress_label(st) == "PPO: step 3/30 · update 0 s · 1 min 06 s elapsed · about 2 min 15 s left"
     st.update(stop_requested=True)
-    assert progress_label(st).startswith("ppo: step 3/30 · stopping… · update")
-    st.update(running=False, status="stopped")
-    assert progress_label(st) == "ppo: step 3/30 · stopped after 1 min 06 s"
+    assert progress_label(st).startswith("PPO: step 3/30 · stopping… · update")
+    st.update(state="stopped")
+    assert progress_label(st) == "PPO: step 3/30 · stopped after 1 min 06 s"
+    waiting = {"method": "dpo", "state": "queued", "position": 3, "total_steps": 30, "start_in_s": 125.0}
+    assert progress_label(waiting) == "DPO: waiting, number 3 in the queue · starts ~2 min 05 s"
+    assert "estimating" in progress_label({**waiting, "start_in_s": None})
 
 
 @pytest.mark.parametrize("stop_after_first_step", [False, True])
@@ -258,5 +244,7 @@ def test_the_manager_writes_samples_only_for_a_run_that_was_not_stopped(tmp_path
     phases = [name for name, _ in rec.events]
     assert result["status"] == ("stopped" if stop_after_first_step else "completed")
     assert ("writing samples" in phases) is not stop_after_first_step
-    assert (tmp_path / "runs" / "dpo" / "samples.json").is_file() is not stop_after_first_step
-    assert (tmp_path / "runs" / "dpo" / "adapter" / "adapter_config.json").is_file()
+    run_dir = Path(result["run_dir"])
+    assert run_dir.parent == tmp_path / "class" / "runs" / "dpo"  # a class model: no owner
+    assert (run_dir / "samples.json").is_file() is not stop_after_first_step
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()

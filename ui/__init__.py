@@ -11,7 +11,7 @@ import gradio as gr
 from . import data_tab, report_tab
 
 from .annotate_tab import KEYBOARD_JS, create_annotate_tab
-from .common import FREE
+from .common import FREE, login
 from .compare_tab import create_compare_tab
 from .data_tab import create_data_tab
 from .learn_tab import create_learn_tab
@@ -36,8 +36,10 @@ LAUNCH_KWARGS = {"head": KEYBOARD_JS, "css": CSS, "theme": gr.themes.Soft(), "ma
 
 
 def create_app(manager) -> gr.Blocks:
-    """All six tabs around one shared manager (model loaded once for every tab and user)."""
+    """All six tabs around one shared manager (model loaded once for every tab and user); starts the training
+    queue's workers (``manager.start_workers``)."""
     info = manager.setup_models()
+    manager.start_workers()
     with gr.Blocks(title="Alignment Lab: PPO, DPO and GRPO") as demo:
         gr.Markdown(f"# Alignment Lab: how language models learn human preferences\n"
                     f"Model: **{info['description']}** · outputs in `{manager.output_dir}`")
@@ -49,16 +51,31 @@ def create_app(manager) -> gr.Blocks:
             with gr.Tab("3 · Annotate", id="annotate"):
                 annotate = create_annotate_tab(manager)
             with gr.Tab("4 · Train", id="train"):
-                create_train_tab(manager)
+                train = create_train_tab(manager)
             with gr.Tab("5 · Compare", id="compare"):
                 compare = create_compare_tab(manager)
             with gr.Tab("6 · Report", id="report"):
                 report = create_report_tab(manager)
+        demo.load(train["on_load"], None, [train["name"], train["class_model"], train["teacher"]],
+                  api_visibility="private", **FREE)
+        demo.load(train["first_view"], train["name"], [train["runs"], train["run_pick"]], api_visibility="private",
+                  **FREE)
+        demo.load(compare["run_options"], compare["voter"], list(compare["picks"].values()), api_visibility="private",
+                  **FREE)
         for tab in (annotate, compare):  # under --auth the login is the name, read-only
             demo.load(tab["fill_identity"], None, tab.get("annotator") or tab["voter"], api_visibility="private", **FREE)
-        demo.load(lambda: data_tab.refresh(manager), None, [data["status"], data["preview"], data["hist"], data["stats"]],
+
+        def data_view(request: gr.Request):
+            return data_tab.refresh(manager, login(request))
+
+        demo.load(data_view, None,
+                  [data["status"], data["preview"], data["hist"], data["stats"]],
                   api_visibility="private", show_progress="hidden", **FREE)
-        demo.load(lambda: report_tab.refresh(manager), None,
+        def report_view(request: gr.Request):
+            return report_tab.refresh(manager, login(request))
+
+        demo.load(report["run_options"], None, list(report["picks"].values()), api_visibility="private", **FREE)
+        demo.load(report_view, None,
                   [report["status"], report["headline"], report["files"], *report["plots"]], api_visibility="private",
                   show_progress="hidden", **FREE)
     return demo

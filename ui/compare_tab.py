@@ -85,6 +85,12 @@ def create_compare_tab(manager) -> dict:
                                info="Enough for a complete short answer; fewer is faster")
         temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.1, label="Temperature (0 = greedy)")
         seed = gr.Number(value=manager.seed, precision=0, label="Seed")
+    with gr.Accordion("Which runs: the class models, or your own", open=False, elem_id="cmp-runs"):
+        with gr.Row():
+            picks = {m: gr.Dropdown([("class model", "class")], value="class", label=label, elem_id=f"cmp-run-{m}",
+                                    allow_custom_value=False)
+                     for m, label in (("dpo", "DPO"), ("ppo", "PPO"), ("grpo", "GRPO"), ("reward", "Reward model (scores)"))}
+            refresh = gr.Button("↻ my runs", scale=0, elem_id="cmp-refresh")
     go = gr.Button("Generate side by side", variant="primary", elem_id="cmp-go")
     cmp_status = gr.Markdown()
     boxes = {}
@@ -121,21 +127,28 @@ def create_compare_tab(manager) -> dict:
     last_answers = gr.State(None)
 
     # ------------------------------------------------------------------ handlers
-    def on_compare(p, n, t, s):
+    def on_compare(request: gr.Request, p, n, t, s, who, *chosen):
+        user = identity(request, who) or None
         try:
-            res = manager.compare_models(p, int(n), float(t), int(s) if s is not None else None)
+            res = manager.compare_models(p, int(n), float(t), int(s) if s is not None else None,
+                                         runs=dict(zip(picks, chosen)), user=user)
         except Exception as exc:
             return [error_text(exc)] + [gr.update()] * (len(MODELS) + 2) + [None]
-        job = manager.training_status() or {}
-        missing = {m: "(training now: its answer appears when the run ends)" if job.get("running") and job.get("method") == m
-                   else "(not trained yet)" for m in MODELS}
+        busy = {j["method"] for j in manager.training_status(user, detail=False)["jobs"] if j["state"] in ("queued", "running")}
+        missing = {m: "(your run of it is training or queued: pick it when it ends)" if m in busy else "(not trained yet)"
+                   for m in MODELS}
         short = " ".join(p.split())
         short = short if len(short) <= 60 else short[:57] + "…"
         texts = [gr.update(value=res[m]["response"] if m in res else missing[m], label=f"{m.upper()} · to: {short}")
                  for m in MODELS]
         rows = [[m, fmt(r["reward"]), r["length_tokens"], r["ended_with_eos"], fmt(r["kl_to_base"])] for m, r in res.items()]
-        note = "" if manager.reward_scorer_or_none() else "No reward model yet: train one in the Train tab for scores."
+        note = "" if any(r["reward"] is not None for r in res.values()) else \
+            "No reward model yet: train one in the Train tab for scores."
         return [note, *texts, rows, differences_html(res), {"prompt": p.strip(), "answers": res}]
+
+    def run_options(request: gr.Request, who):
+        choices = manager.run_choices(identity(request, who) or None)
+        return [gr.update(choices=choices[m]) for m in picks]
 
     def new_pair(p, who, request: gr.Request):
         try:
@@ -190,7 +203,8 @@ def create_compare_tab(manager) -> dict:
 
     # ------------------------------------------------------------------ wiring
     example.change(lambda e: e or gr.update(), example, prompt, api_visibility="private", **FREE)
-    go.click(on_compare, [prompt, max_tokens, temperature, seed],
+    refresh.click(run_options, voter_name, list(picks.values()), api_visibility="private", **FREE)
+    go.click(on_compare, [prompt, max_tokens, temperature, seed, voter_name, *picks.values()],
              [cmp_status, *boxes.values(), table, diff, last_answers], api_visibility="private", **MODEL)
     arena_go.click(new_pair, [prompt, voter_name], [reveal, ans1, ans2, arena_state], api_visibility="private", **MODEL)
     for btn, winner in ((v1, "A"), (vt, "tie"), (v2, "B")):
@@ -200,10 +214,12 @@ def create_compare_tab(manager) -> dict:
                    concurrency_id="judge", concurrency_limit=1)  # paid API calls: one judging at a time
 
     def compare(prompt: str, max_new_tokens: int = manager.COMPARE_MAX_NEW_TOKENS, temperature: float = 0.7,
-                seed: int = 42) -> dict:
-        """Answers of base and each trained policy: {model: {response, reward, length_tokens, kl_to_base}}."""
+                seed: int = 42, runs: dict | None = None, name: str = "", request: gr.Request = None) -> dict:
+        """Answers of base and each policy: {model: {response, reward, length_tokens, kl_to_base}}. ``runs``:
+        ``{method: run key}`` of your own runs to use instead of the class models (keys from /training_status)."""
         try:
-            return manager.compare_models(prompt, int(max_new_tokens), float(temperature), int(seed))
+            return manager.compare_models(prompt, int(max_new_tokens), float(temperature), int(seed), runs=runs,
+                                          user=identity(request, name) or None)
         except (ValueError, OverflowError) as exc:
             raise gr.Error(str(exc)) from exc
 
@@ -229,4 +245,5 @@ def create_compare_tab(manager) -> dict:
     return {"example": example, "prompt": prompt, "go": go, "table": table, **{f"answer_{m}": b for m, b in boxes.items()},
             "arena_go": arena_go, "answer_1": ans1, "answer_2": ans2, "vote_1": v1, "vote_tie": vt, "vote_2": v2,
             "reveal": reveal, "leaderboard": board, "voter": voter_name, "fill_identity": fill_identity,
-            "judge": judge_go, "judge_table": judge_table}
+            "judge": judge_go, "judge_table": judge_table, "picks": picks, "refresh": refresh,
+            "run_options": run_options}

@@ -12,16 +12,21 @@ from .common import error_text, login, md_escape
 SOURCES = ["built-in", "file path", "upload", "collected annotations", "hub dataset id"]
 
 
-def _summary(manager) -> tuple[str, list[list], object, dict]:
-    ds = manager.datasets
+def _summary(manager, user=None) -> tuple[str, list[list], object, dict]:
+    """(status, preview, histogram, statistics) of the dataset ``user`` trains on: their own choice, else the
+    class's (``manager.dataset_for``)."""
+    choice, ds = manager.dataset_for(user)
     report = ds["load_report"]
     skipped = "; ".join(f"{n} × {md_escape(r)} (first: row {report['first_skipped_row'][r]})"
                         for r, n in report["skipped"].items())
+    whose = ("the class dataset" if choice == manager.class_dataset else "**your own** dataset (for your trainings "
+             "only; the class dataset is unchanged)")
     text = (f"✅ **{report['kept']} pairs** from {md_escape(report['source'])} (format: {report['format']}) · "
-            f"{len(ds['train'])} train / {len(ds['heldout'])} held-out" + (f"\n\nSkipped: {skipped}" if skipped else ""))
+            f"{len(ds['train'])} train / {len(ds['heldout'])} held-out · {whose}"
+            + (f"\n\nSkipped: {skipped}" if skipped else ""))
     rows = [[r["category"], _cut(render_prompt(r["prompt"])), _cut(r["chosen"]), _cut(r["rejected"])]
-            for r in manager.dataset_rows()[:25]]
-    return text, rows, manager.dataset_figure(), ds["statistics"]
+            for r in manager.dataset_rows(user)[:25]]
+    return text, rows, manager.dataset_figure(user), ds["statistics"]
 
 
 def _cut(text: str, n: int = 600) -> str:
@@ -47,7 +52,8 @@ def create_data_tab(manager) -> dict:
                 "and a **rejected** answer. Accepted files: `.json`, `.jsonl`, `.jsonl.gz`, `.csv`, `.parquet` in "
                 "TRL format (prompt/chosen/rejected, plain or conversational), HH-RLHF transcripts, orca columns, "
                 "or this app's `collected_annotations.json`.\n\n" + _where_text(manager) +
-                "\n\nThe dataset is the class's: with logins, only the teacher can change it.")
+                "\n\nWith logins, a student's choice applies to **their own trainings only**; the teacher's choice "
+                "is the class dataset (the class models, the annotation items and the evaluation use it).")
     with gr.Row():
         source = gr.Radio(SOURCES, value="built-in", label="Source")
         max_pairs = gr.Number(value=0, precision=0, minimum=0, label="Use at most N pairs (0 = all)")
@@ -64,7 +70,7 @@ def create_data_tab(manager) -> dict:
                            column_widths=["16%", "28%", "28%", "28%"], elem_id="data-preview")
 
     def on_load(src, p, up, n, request: gr.Request):
-        user, limit = login(request), int(n) if n else None  # the manager lets only the teacher switch
+        user, limit = login(request), int(n) if n else None  # a teacher switches the class's, a student their own
         try:
             if src == "built-in":
                 target = "builtin"
@@ -73,17 +79,16 @@ def create_data_tab(manager) -> dict:
                     raise ValueError("Choose a file to upload first")
                 up = up if isinstance(up, str) else up.name  # a file in Gradio's upload cache
                 manager.set_dataset_upload(up, max_pairs=limit, user=user)  # messages name only its base name
-                return _summary(manager)
+                return _summary(manager, user)
             elif src == "collected annotations":
                 manager.use_annotations_as_dataset(limit, user)
-                return _summary(manager)
+                return _summary(manager, user)
             else:
                 target = (p or "").strip()
                 if not target:
                     raise ValueError(f"Enter a {'file path' if src == 'file path' else 'hub dataset id'}")
             manager.set_dataset(target, limit, user)
-            text, rows, fig, st = _summary(manager)
-            return text, rows, fig, st
+            return _summary(manager, user)
         except Exception as exc:  # shown to the user; the previous dataset stays loaded
             return error_text(exc) + "\n\nThe previous dataset is still in use.", gr.update(), gr.update(), gr.update()
 
@@ -92,11 +97,9 @@ def create_data_tab(manager) -> dict:
             "status": status, "preview": preview, "hist": hist, "stats": stats}
 
 
-def refresh(manager) -> tuple:
-    """Values for (status, preview, hist, stats) when the page opens."""
+def refresh(manager, user=None) -> tuple:
+    """Values for (status, preview, hist, stats) when the page opens: ``user``'s dataset."""
     try:
-        if manager.datasets is None:
-            manager.load_preference_datasets()
-        return _summary(manager)
+        return _summary(manager, user)
     except Exception as exc:
         return error_text(exc), [], None, {}

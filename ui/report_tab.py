@@ -1,9 +1,10 @@
 """Report tab: evaluate every trained model on the evaluation prompts and write the three JSON reports.
 
 One progress bar (on the status line only), fed per batch by the evaluation with the phase named; a headline
-table with each method's steps done / budget and status; the caveats that limit the comparison (unequal or
-unfinished budgets, the reward model that scored) above the findings; report files downloadable by their name
-as well as their size (``REPORT_CSS``).
+table with each method's steps done / budget and status and its win rate vs base by every evaluator (proxy RM,
+gold RM, rules) with the length-controlled one; the evaluators and who was trained on which; the caveats that limit
+the comparison (unequal or unfinished budgets, the proxy reward model's bias) above the findings; report files
+downloadable by their name as well as their size (``REPORT_CSS``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import json
 
 import gradio as gr
 
-from alignment.report import HEADLINE_COLUMNS
+from alignment.report import EVALUATOR_LABELS, HEADLINE_COLUMNS
 
-from .common import REPORT, error_text, md_escape
+from .common import FREE, REPORT, error_text, login, md_escape
 
 FILES = ("alignment_comparison_report.json", "evaluation_results.json", "final_summary.json")
-PLOTS = ("mean_reward", "reward_vs_kl", "length_vs_reward", "per_category", "training_curves")
+PLOTS = ("win_rates", "mean_reward", "reward_vs_kl", "length_vs_reward", "per_category", "training_curves")
 HEADERS = HEADLINE_COLUMNS
 
 # Scoped to the tab's elem_classes. Gradio 6.31's gr.File links only the size ("1.2 KB ⇣") and leaves the name as
@@ -39,12 +40,25 @@ REPORT_CSS = """
 """
 
 
+def _evaluators_text(evaluators: dict) -> str:
+    """One line per evaluator of the evaluation: its name, what it is and the evaluated methods trained on it."""
+    lines = []
+    for name, info in evaluators.items():
+        trained = ", ".join(m.upper() for m in info.get("trained") or [])
+        lines.append(f"- **{md_escape(EVALUATOR_LABELS.get(name, name))}**: {md_escape(info.get('description', ''))}"
+                     + (f" (trained on it: {trained})" if trained else " (no evaluated method was trained on it)"))
+    return ("**Win rates vs base by evaluator** (ties count half; LC = length-controlled: the win rate at equal "
+            "answer length)\n" + "\n".join(lines))
+
+
 def _status_text(report: dict) -> str:
-    """Markdown above the table: who scored, the caveats, then the findings (the reward model's held-out accuracy
-    first, as ``alignment.report.recommendations`` orders them)."""
+    """Markdown above the table: who scored, the evaluators, the caveats, then the findings (the reward model's
+    held-out accuracy first, as ``alignment.report.recommendations`` orders them)."""
     parts = []
     if report.get("scored_by"):
         parts.append(f"Rewards are {md_escape(report['scored_by'])}.")
+    if report.get("evaluators"):
+        parts.append(_evaluators_text(report["evaluators"]))
     caveats = report.get("caveats") or []
     if caveats:
         parts.append("**⚠️ Caveats: read these before comparing the methods**\n"
@@ -58,10 +72,12 @@ def _status_text(report: dict) -> str:
     return "\n\n".join(parts)
 
 
-def _view(manager, report: dict):
-    figs = manager.report_figures()
+def _view(manager, report: dict, user=None):
+    """The tab's outputs for ``user``'s report (in their workspace; the class's for a teacher)."""
+    figs = manager.report_figures(user)
     rows = (report.get("headline_table") or {}).get("rows") or []
-    files = [str(manager.output_dir / f) for f in FILES if (manager.output_dir / f).is_file()]
+    folder = manager.report_dir(user)
+    files = [str(folder / f) for f in FILES if (folder / f).is_file()]
     return [_status_text(report), rows, files, *[figs.get(p) for p in PLOTS]]
 
 
@@ -69,41 +85,58 @@ def create_report_tab(manager) -> dict:
     gr.HTML(f"<style>{REPORT_CSS}</style>", elem_id="report-style", padding=False)
     gr.Markdown("## Report\nGenerates an answer from base and every trained policy for each evaluation prompt, scores "
                 "them with the reward model, and writes `alignment_comparison_report.json`, "
-                "`evaluation_results.json` and `final_summary.json` (plus HTML plots) to the output folder.")
+                "`evaluation_results.json` and `final_summary.json` (plus HTML plots) to your workspace (the "
+                "class folder for a teacher). By default it compares the class models; pick your own runs below.")
+    with gr.Accordion("Which runs: the class models, or your own", open=False, elem_id="report-runs"):
+        with gr.Row():
+            picks = {m: gr.Dropdown([("class model", "class")], value="class", label=label, elem_id=f"report-run-{m}",
+                                    allow_custom_value=False)
+                     for m, label in (("dpo", "DPO"), ("ppo", "PPO"), ("grpo", "GRPO"), ("reward", "Reward model (scores)"))}
+            refresh_runs = gr.Button("↻ my runs", scale=0)
     build = gr.Button("Run the evaluation and build the report", variant="primary", elem_id="report-build")
     status = gr.Markdown(elem_id="report-status", elem_classes=["report-status"])
-    headline = gr.Dataframe(headers=HEADERS, label="Headline: rewards scored by this run's reward model; steps done "
-                                                   "/ budget and status of each training run",
+    headline = gr.Dataframe(headers=HEADERS, label="Headline: mean reward by this run's reward model (proxy RM); win "
+                                                   "rate vs base by each evaluator; steps done / budget and status "
+                                                   "of each training run",
                             elem_id="report-headline", elem_classes=["report-headline"], interactive=False)
     files = gr.File(label="Download the reports (click a name)", file_count="multiple", interactive=False,
                     elem_id="report-files", elem_classes=["report-files"])
+    p_win = gr.Plot(label="Win rate vs base by evaluator")
     with gr.Row():
         p_reward, p_kl = gr.Plot(label="Mean reward by model"), gr.Plot(label="Reward vs KL")
     with gr.Row():
         p_len, p_cat = gr.Plot(label="Length vs reward"), gr.Plot(label="Per category")
     p_curves = gr.Plot(label="Training curves")
-    plots = [p_reward, p_kl, p_len, p_cat, p_curves]
+    plots = [p_win, p_reward, p_kl, p_len, p_cat, p_curves]
 
-    def on_build(progress=gr.Progress()):
+    def on_build(request: gr.Request, *chosen, progress=gr.Progress()):
+        user = login(request)
         try:
             progress(0.0, desc="starting the evaluation")
-            report = manager.build_report(progress=lambda f, d: progress(f, desc=d))
+            report = manager.build_report(progress=lambda f, d: progress(f, desc=d), user=user,
+                                          runs=dict(zip(picks, chosen)))
         except Exception as exc:
             return [error_text(exc)] + [gr.update()] * (2 + len(PLOTS))
-        return _view(manager, report)
+        return _view(manager, report, user)
 
-    # one progress bar, on the status line: without show_progress_on Gradio draws it over each of the 8 outputs
-    build.click(on_build, None, [status, headline, files, *plots], api_name="build_report", show_progress_on=[status],
-                **REPORT)
-    return {"build": build, "status": status, "headline": headline, "files": files, "plots": plots}
+    def run_options(request: gr.Request):
+        choices = manager.run_choices(login(request))
+        return [gr.update(choices=choices[m]) for m in picks]
+
+    refresh_runs.click(run_options, None, list(picks.values()), api_visibility="private", **FREE)
+    # one progress bar, on the status line: without show_progress_on Gradio draws it over each of the 9 outputs
+    build.click(on_build, list(picks.values()), [status, headline, files, *plots], api_name="build_report",
+                show_progress_on=[status], **REPORT)
+    return {"build": build, "status": status, "headline": headline, "files": files, "plots": plots, "picks": picks,
+            "run_options": run_options}
 
 
-def refresh(manager) -> list:
-    """Values for the tab when the page opens: the last report on disk, if any."""
-    path = manager.output_dir / FILES[0]
+def refresh(manager, user=None) -> list:
+    """Values for the tab when the page opens: ``user``'s last report on disk (the class's for a teacher), if any."""
+    path = manager.report_dir(user) / FILES[0]
     if not path.is_file():
         return ["No report yet."] + [gr.update()] * (2 + len(PLOTS))
     try:
-        return _view(manager, json.loads(path.read_text(encoding="utf-8")))
+        return _view(manager, json.loads(path.read_text(encoding="utf-8")), user)
     except Exception as exc:
         return [error_text(exc)] + [gr.update()] * (2 + len(PLOTS))

@@ -175,11 +175,13 @@ def dataset_statistics(rows: list[dict], tokenizer) -> dict:
 
 
 def load_eval_prompts(path: str | Path | None = None) -> list[dict]:
-    """Evaluation prompts ``[{"category", "prompt"}]`` (default: ``data/eval_prompts.json``)."""
+    """Evaluation prompts ``[{"category", "prompt"}]``, with the ``rule`` the ``rules`` evaluator checks where the
+    file gives one (``alignment.rules``; the built-in prompts carry theirs). Default: ``data/eval_prompts.json``."""
     path = Path(path) if path else EVAL_PROMPTS_FILE
     if path == EVAL_PROMPTS_FILE and not path.is_file():
         write_builtin()
     records = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("prompt") for r in records):
         raise ValueError(f"{path}: expected a list of {{'category', 'prompt'}} objects")
-    return [{"category": r.get("category", "general"), "prompt": r["prompt"]} for r in records]
+    return [{"category": r.get("category", "general"), "prompt": r["prompt"],
+             **({"rule": r["rule"]} if isinstance(r.get("rule"), dict) else {})} for r in records]

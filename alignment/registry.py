@@ -1,0 +1,89 @@
+"""One registry of the alignment methods: config class, train function, whether it needs a reward model.
+
+The pipeline (``alignment.pipeline.train_run``), the job queue's workers and ``benchmarks/bench.py`` all dispatch
+through ``REGISTRY``; adding a method means one ``MethodSpec`` here, a config class in ``alignment.config`` and a
+trainer in ``alignment.trainers``. The train functions import the trainers (torch, TRL) only when called, so the
+registry is cheap to import (the app's Train tab reads labels and settings from it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .config import CONFIG_CLASSES, METHODS
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """What a trainer reads: the model source and tokenizer, the fitted training and held-out pairs, and the
+    trained reward model's scorer (``alignment.generation.RewardScorer``; None for methods that do not need it)."""
+
+    source: object
+    tokenizer: object
+    train: list
+    heldout: list
+    reward_scorer: object = None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One alignment method.
+
+    Attributes:
+        name: ``"reward"``, ``"dpo"``, ``"ppo"``, ``"grpo"``.
+        label: how the app names it.
+        config_class: its config dataclass (``alignment.config``).
+        train: ``train(cfg, inputs: TrainInputs, ctx: RunContext) -> (policy or None, extra run_info dict)``.
+        needs_reward_model: PPO and GRPO optimise a trained reward model's score.
+        is_policy: it trains a policy adapter (answers in Compare and the evaluation); the reward model does not.
+    """
+
+    name: str
+    label: str
+    config_class: type
+    train: Callable
+    needs_reward_model: bool
+    is_policy: bool
+
+
+def _reward(cfg, inputs: TrainInputs, ctx):
+    from .trainers import train_reward_model
+
+    _, extra = train_reward_model(cfg, inputs.source, inputs.tokenizer, inputs.train, inputs.heldout, ctx)
+    return None, extra
+
+
+def _dpo(cfg, inputs: TrainInputs, ctx):
+    from .trainers import train_dpo
+
+    return train_dpo(cfg, inputs.source, inputs.tokenizer, inputs.train, ctx), {}
+
+
+def _ppo(cfg, inputs: TrainInputs, ctx):
+    from .trainers import train_ppo
+
+    return train_ppo(cfg, inputs.source, inputs.tokenizer, inputs.train, inputs.reward_scorer, ctx), {}
+
+
+def _grpo(cfg, inputs: TrainInputs, ctx):
+    from .trainers import train_grpo
+
+    return train_grpo(cfg, inputs.source, inputs.tokenizer, inputs.train, inputs.reward_scorer, ctx), {}
+
+
+REGISTRY: dict[str, MethodSpec] = {
+    "reward": MethodSpec("reward", "Reward model", CONFIG_CLASSES["reward"], _reward, False, False),
+    "dpo": MethodSpec("dpo", "DPO", CONFIG_CLASSES["dpo"], _dpo, False, True),
+    "ppo": MethodSpec("ppo", "PPO", CONFIG_CLASSES["ppo"], _ppo, True, True),
+    "grpo": MethodSpec("grpo", "GRPO", CONFIG_CLASSES["grpo"], _grpo, True, True),
+}
+assert tuple(REGISTRY) == METHODS
+POLICY_METHODS = tuple(m for m, spec in REGISTRY.items() if spec.is_policy)
+
+
+def method_spec(method: str) -> MethodSpec:
+    """The ``MethodSpec`` of ``method``. Raises ValueError for an unknown name (the message lists the known ones)."""
+    if method not in REGISTRY:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[method]

@@ -79,6 +79,7 @@ class AlignmentComparisonManager:
                  eval_prompts: str | None = None, max_eval_prompts: int | None = None, seed: int = 42,
                  annotations_path: str | Path | None = None, data_dirs=None, teachers=(), workers: int = 1,
                  ray_address: str | None = None, ray_num_cpus: float = 1, ray_num_gpus: float = 0):
+        from alignment.serving.batcher import MicroBatcher
         from alignment.serving.model_pool import ModelPool
         from alignment.serving.workspaces import Workspaces
         from alignment.session import DatasetChoice, Session
@@ -91,6 +92,7 @@ class AlignmentComparisonManager:
         self.output_dir = Path(output_dir)
         self.workspaces = Workspaces(self.output_dir)
         self.pool = ModelPool(self.session)
+        self.compare_batcher = MicroBatcher(self._compare_batch, window_s=self.COMPARE_BATCH_WINDOW_S)
         self.datasets: dict | None = None  # the class dataset, loaded
         self._student_data: dict[str, tuple] = {}  # student -> (DatasetChoice, loaded data): their own trainings
         self.results: dict = {}
@@ -745,6 +747,7 @@ class AlignmentComparisonManager:
     # training budget of 32 cut most answers mid-sentence); see README "Compare: answer length" for the timing.
     COMPARE_MAX_NEW_TOKENS = 96
     MAX_PROMPT_CHARS = 4000
+    COMPARE_BATCH_WINDOW_S = 0.3  # Compare requests this close together share one generate call (README figures)
 
     def compare_models(self, prompt: str, max_new_tokens: int | None = None, temperature: float = 0.7,
                        seed: int | None = None, models: list[str] | None = None, runs: dict | None = None,
@@ -759,8 +762,6 @@ class AlignmentComparisonManager:
             ValueError: an empty or over-long prompt (``MAX_PROMPT_CHARS``), ``max_new_tokens`` outside 1..256, a
                 temperature outside 0..2, or a run the user may not read.
         """
-        from alignment.evaluation import DecodingConfig, compare_answers
-
         prompt = (prompt or "").strip()
         if not prompt:
             raise ValueError("Type a prompt (or pick an example) first")
@@ -772,16 +773,28 @@ class AlignmentComparisonManager:
         if not 1 <= max_new_tokens <= 256:
             raise ValueError(f"Max new tokens must be between 1 and 256, got {max_new_tokens}")
         picked = self.pick_runs(runs, user)
-        policies = {m: picked[m].adapter for m in POLICY_METHODS if m in picked}
+        policies = {m: str(picked[m].adapter) for m in POLICY_METHODS if m in picked}
         names = models or ["base", *policies]
-        decoding = DecodingConfig(max_new_tokens=max_new_tokens,
-                                  temperature=max(temperature, 1e-5), do_sample=temperature > 0,
-                                  seed=self.seed if seed is None else seed)
+        reward = picked.get("reward")
+        # requests with the same models and decoding settings arriving together share one generate call
+        key = (max_new_tokens, max(temperature, 1e-5), temperature > 0, self.seed if seed is None else seed,
+               tuple((n, policies.get(n)) for n in names), str(reward.adapter) if reward else None)
+        return self.compare_batcher.submit(key, prompt)
+
+    def _compare_batch(self, key: tuple, prompts: list[str]) -> list[dict]:
+        """``MicroBatcher``'s call: every prompt of the batch answered by the key's models with its settings."""
+        from alignment.evaluation import DecodingConfig, compare_answers_batch
+
+        max_new_tokens, temperature, do_sample, seed, models, reward = key
+        decoding = DecodingConfig(max_new_tokens=max_new_tokens, temperature=temperature, do_sample=do_sample,
+                                  seed=seed)
+        names = [n for n, _ in models]
         with self.pool.lock:
-            policy, internal = self.pool.model({m: policies[m] for m in names if m in policies})
-            scorer = self.reward_scorer_or_none(picked.get("reward"))
-            answers = compare_answers(policy, self.tokenizer, scorer, prompt, [internal[n] for n in names], decoding)
-        return {n: answers[internal[n]] for n in names}
+            policy, internal = self.pool.model({n: path for n, path in models if path})
+            scorer = self.pool.scorer(reward) if reward else None
+            answers = compare_answers_batch(policy, self.tokenizer, scorer, prompts, [internal[n] for n in names],
+                                            decoding)
+        return [{n: a[internal[n]] for n in names} for a in answers]
 
     @property
     def arena(self):

@@ -164,7 +164,7 @@ def _score_all(scorers: list, rows: list, texts: list[str], progress) -> list[li
 
 
 def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str], decoding: DecodingConfig,
-                progress=None, samples: int = 1, gold_scorer=None):
+                progress=None, samples: int = 1, gold_scorer=None, noise_per_prompt: bool = True):
     """Every model answers every prompt ``samples`` times in shared batches; returns
     ``{name: (gens, kls, rewards, gold_rewards)}``, each a list of ``samples * len(prompts)`` entries, entry
     ``s * len(prompts) + i`` being sample ``s`` of prompt ``i`` (rewards/gold None without that scorer).
@@ -185,7 +185,9 @@ def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str]
     blocks = [(s, name) for s in range(samples) for name in model_names]  # sample-major: fewer noise keys per batch
     rows = [p for _ in blocks for p in prompts]
     adapters = ["__base__" if name == "base" else name for _, name in blocks for _ in prompts]
-    keys = [s * n + i for s, _ in blocks for i in range(n)]  # same (prompt, sample) -> same noise, for every model
+    # same (prompt, sample) -> same noise, for every model; without noise_per_prompt every prompt gets the noise a
+    # prompt answered alone would get (batched Compare requests of different students)
+    keys = [s * n + i if noise_per_prompt else s for s, _ in blocks for i in range(n)]
     gens = _generate_reporting(policy, tokenizer, rows, adapters if mixed else None, keys, decoding, progress)
     kls = [0.0] * len(rows)
     aligned = [r for r, a in enumerate(adapters) if a != "__base__"]
@@ -370,7 +372,21 @@ def compare_answers(policy, tokenizer, scorer: RewardScorer | None, prompt: str,
         ``{name: {"response", "reward", "length_tokens", "ended_with_eos", "kl_to_base"}}``; ``kl_to_base`` is the
         single-sample log-ratio log pi(y|x) - log pi_base(y|x) of that answer (nats), 0 for base.
     """
-    answered = _answer_all(policy, tokenizer, scorer, [prompt], model_names, decoding or DecodingConfig())
-    return {name: {"response": g[0].text, "reward": r[0], "length_tokens": g[0].length,
-                   "ended_with_eos": g[0].ended_with_eos, "kl_to_base": k[0]}
-            for name, (g, k, r, _) in answered.items()}
+    return compare_answers_batch(policy, tokenizer, scorer, [prompt], model_names, decoding)[0]
+
+
+@torch.no_grad()
+def compare_answers_batch(policy, tokenizer, scorer: RewardScorer | None, prompts: list, model_names: list[str],
+                          decoding: DecodingConfig | None = None) -> list[dict[str, dict]]:
+    """``compare_answers`` for several prompts in one generate call (several students' Compare requests with the
+    same settings, ``alignment.serving.batcher``). Every prompt gets the sampling noise it would get alone, so a
+    student's answers do not depend on who else asked at the same moment (up to float rounding of a padded batch).
+
+    Returns:
+        One ``compare_answers`` dict per prompt, in order.
+    """
+    answered = _answer_all(policy, tokenizer, scorer, list(prompts), model_names, decoding or DecodingConfig(),
+                           noise_per_prompt=False)
+    return [{name: {"response": g[i].text, "reward": r[i], "length_tokens": g[i].length,
+                    "ended_with_eos": g[i].ended_with_eos, "kl_to_base": k[i]}
+             for name, (g, k, r, _) in answered.items()} for i in range(len(prompts))]

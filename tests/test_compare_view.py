@@ -47,3 +47,33 @@ def test_compare_inputs_are_bounded(tmp_path):
         manager.compare_models("hi", max_new_tokens=10**6)
     with pytest.raises(ValueError, match="too long"):
         manager.compare_models("x" * 5000)
+
+
+def test_compare_requests_that_arrive_together_share_one_generate_call(tmp_path):
+    """Three students pressing Generate at once: one batched call (issue 11), and each gets the answers they
+    would have got alone (their prompt's sampling noise does not depend on the others)."""
+    import threading
+
+    from class7_1 import AlignmentComparisonManager
+
+    manager = AlignmentComparisonManager("tiny", output_dir=tmp_path, preset="quick")
+    manager.train_method("dpo", max_steps=1)  # base and a class DPO answer
+    prompts = ["Name a colour.", "What is 2 + 2? Answer with the number only.", "Say hello to the class."]
+    alone = [manager.compare_models(p, 16, 0.7, 5) for p in prompts]
+    assert manager.compare_batcher.sizes == [1, 1, 1]
+    together = [None] * 3
+
+    def ask(i):
+        together[i] = manager.compare_models(prompts[i], 16, 0.7, 5)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert manager.compare_batcher.sizes[3:] == [3]
+    for a, b in zip(alone, together):
+        assert set(b) == {"base", "dpo"}
+        assert [b[m]["response"] for m in b] == [a[m]["response"] for m in a]
+    other_seed = manager.compare_models(prompts[0], 16, 0.7, 6)  # other settings: never in the same batch
+    assert manager.compare_batcher.sizes[-1] == 1 and set(other_seed) == {"base", "dpo"}

@@ -77,8 +77,12 @@ class Dispatcher:
         self.thread: threading.Thread | None = None
 
     def start(self) -> "Dispatcher":
-        """Mark jobs of a server that died as ``interrupted`` (their run directories kept and closed), then start
-        the polling thread."""
+        """Mark jobs of a server that died as ``interrupted`` (their run directories kept and closed; a job whose
+        run had already ended keeps the state its ``run_info.json`` records), then start the polling thread."""
+        for job in self.queue.running():
+            status = _run_info(Path(job["run_dir"])).get("status") if job.get("run_dir") else None
+            if status in FINAL:
+                self.queue.finish(job["id"], status, _run_info(Path(job["run_dir"])).get("error"))
         for job_id in self.queue.recover():
             job = self.queue.get(job_id)
             if job.get("run_dir"):
@@ -117,7 +121,8 @@ class Dispatcher:
                     continue
                 requested = self.queue.get(job_id).get("stop_requested_at")
                 if requested:
-                    (a["run_dir"] / "STOP").touch()
+                    if a["run_dir"].is_dir():  # a Ray task still waiting for resources has no directory yet
+                        (a["run_dir"] / "STOP").touch()
                     if now - requested >= self.stop_grace_s and not a["killed"]:
                         a["killed"] = True
                         self.backend.kill(a["handle"])

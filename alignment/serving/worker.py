@@ -137,6 +137,24 @@ def run_job(spec: dict) -> dict:
         handler.close()
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to SIGTERM this worker when the server dies (even by SIGKILL), so no orphan keeps
+    training and writing into a run directory the restarted server has marked ``interrupted``. (The signal comes
+    when the thread that started the process ends: the dispatcher's, which lives as long as the server.)"""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() == 1:  # the server died before the call: nothing would signal us
+        os._exit(1)
+
+
 def main(argv=None) -> int:
     """``python -m alignment.serving.worker [--entry module:function] SPEC.json``: a local worker process
     (``LocalProcessBackend``). Exit code 0 when the job ended normally (completed or stopped), 1 otherwise."""
@@ -147,6 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--entry", default="alignment.serving.worker:run_job")
     p.add_argument("spec")
     args = p.parse_args(argv)
+    _die_with_parent()
     module, _, name = args.entry.partition(":")
     target = getattr(importlib.import_module(module), name)
     try:

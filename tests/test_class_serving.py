@@ -102,3 +102,27 @@ def test_the_teacher_view_and_class_models(class_app):
     # everybody's Compare now shows the class DPO by default
     assert set(ana.predict("Name a colour.", 8, 0.7, 3, None, "", api_name="/compare")) == {"base", "dpo"}
     assert Path(manager.output_dir / jobs[0]["run"]).is_dir()
+
+
+def test_workspace_names_and_run_keys_stay_inside_the_output_folder(tmp_path):
+    from alignment.serving.workspaces import Workspaces, safe_name
+
+    ws = Workspaces(tmp_path)
+    for hostile in ("../x", "a/b", "..", "/etc", "a\x00b", ".hidden", "é" * 100):
+        folder = ws.dir(hostile)
+        assert folder.resolve().parent == (tmp_path / "students").resolve(), hostile
+        assert "/" not in safe_name(hostile) and not safe_name(hostile).startswith(".")
+    assert safe_name("a/b") != safe_name("a_b")  # two names never share a workspace
+    assert safe_name("ana") == "ana"
+    run = ws.new_run("ana", "dpo")
+    run.path.mkdir(parents=True)
+    assert ws.resolve(run.key, "ana").path == run.path
+    assert ws.resolve(run.key, "teach", is_teacher=True).path == run.path
+    refused = [run.key.replace("ana", "ben"),  # not there
+               f"students/../class/dpo/{run.run_id}", f"students/ana/../../dpo/{run.run_id}",
+               "class/dpo/../../students", f"students/ana/reward/{run.run_id}", "x" * 500, None, 3]
+    for key in refused:
+        with pytest.raises(ValueError, match="Unknown run"):
+            ws.resolve(key, "ana")
+    with pytest.raises(ValueError, match="Unknown run"):  # another student's run: the same message
+        ws.resolve(run.key, "ben")

@@ -272,9 +272,15 @@ def create_train_tab(manager) -> dict:
     requeue.click(on_requeue, [name, job_id], status, api_name="requeue_job", **FREE)
     timer.tick(poll, [name, seen], [status, bar, chart, log, jobs, runs, run_pick, queue_df, students_df, seen],
                api_visibility="private", show_progress="hidden", **FREE)  # every student's page polls every second
-    run_pick.change(lambda request, who, key: manager.training_chart(key.split("/")[-2], key=key,
-                                                                     user=login(request) or who_of(request, who))
-                    if key else None, [name, run_pick], run_chart, api_visibility="private", **FREE)
+    def show_run(request: gr.Request, who, key):
+        if not key:
+            return None
+        try:
+            return manager.training_chart(key.split("/")[-2], key=key, user=login(request) or who_of(request, who))
+        except ValueError:  # a run that is not the caller's: nothing to show
+            return None
+
+    run_pick.change(show_run, [name, run_pick], run_chart, api_visibility="private", **FREE)
 
     def training_status(name: str = "", request: gr.Request = None) -> dict:
         """Your jobs (newest first) with state, queue position and estimated start; the newest with its metrics

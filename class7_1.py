@@ -782,7 +782,11 @@ class AlignmentComparisonManager:
         return self.compare_batcher.submit(key, prompt)
 
     def _compare_batch(self, key: tuple, prompts: list[str]) -> list[dict]:
-        """``MicroBatcher``'s call: every prompt of the batch answered by the key's models with its settings."""
+        """``MicroBatcher``'s call: every prompt of the batch answered by the key's models with its settings, on the
+        model pool's thread (``ModelPool.run``)."""
+        return self.pool.run(self._answer_batch, key, prompts)
+
+    def _answer_batch(self, key: tuple, prompts: list[str]) -> list[dict]:
         from alignment.evaluation import DecodingConfig, compare_answers_batch
 
         max_new_tokens, temperature, do_sample, seed, models, reward = key
@@ -869,8 +873,9 @@ class AlignmentComparisonManager:
         """
         picked = self.pick_runs(runs, user)
         share = 0.95  # writing the JSON files and five HTML plots takes a few seconds of the report's time
-        evaluation = self.evaluate_alignment_methods(
-            progress=(lambda f, d: progress(share * f, d)) if progress else False, runs=picked)
+        evaluation = self.pool.run(  # on the model thread, as every forward pass of the server (ModelPool.run)
+            self.evaluate_alignment_methods, progress=(lambda f, d: progress(share * f, d)) if progress else False,
+            runs=picked)
         if progress:
             progress(share, "writing the report files and plots")
         owner = None if self.is_teacher(user) else user

@@ -56,8 +56,10 @@ def main() -> int:
 
     kw = {"model_name": "tiny"} if "--tiny" in sys.argv else {}
     manager = AlignmentComparisonManager(output_dir=tempfile.mkdtemp(), preset="quick", **kw)
-    manager.train_method("reward")
-    manager.train_method("dpo")
+    # trained on the model pool's thread: PyTorch keeps an OpenMP team per thread that computed, and a second one
+    # (here the main thread's) slows every forward pass of the other (alignment/serving/model_pool.py: run)
+    manager.pool.run(manager.train_method, "reward")
+    manager.pool.run(manager.train_method, "dpo")
     manager.compare_models(PROMPTS[0])  # load the model, the adapter and the reward model once
     window = manager.COMPARE_BATCH_WINDOW_S
     alone = []

@@ -69,6 +69,8 @@ class AlignmentComparisonManager:
         data_dirs: the folders (paths or ``alignment.data.DataFolder``) whose files the app's users may load
             (``set_dataset``); default the project's ``data/``. ``output_dir`` and the annotation file are always
             allowed. ``dataset`` and ``load_preference_datasets`` are the teacher's own and may name any file.
+        eval_samples: answers per evaluation prompt and model (``--eval-samples``; the evaluation's cost scales
+            with it, its intervals narrow).
         workers: training jobs that run at once (the app's queue); ray_address: run them as Ray tasks on this
             cluster (``"auto"``, ``"ray://host:10001"``, or ``"local"`` for a private local instance) instead of
             local worker processes; ray_num_cpus / ray_num_gpus: resources per job on the cluster.
@@ -78,7 +80,8 @@ class AlignmentComparisonManager:
                  preset: str = "classroom", overrides: dict | None = None, max_pairs: int | None = None,
                  eval_prompts: str | None = None, max_eval_prompts: int | None = None, seed: int = 42,
                  annotations_path: str | Path | None = None, data_dirs=None, teachers=(), workers: int = 1,
-                 ray_address: str | None = None, ray_num_cpus: float = 1, ray_num_gpus: float = 0):
+                 ray_address: str | None = None, ray_num_cpus: float = 1, ray_num_gpus: float = 0,
+                 eval_samples: int = 1):
         from alignment.serving.batcher import MicroBatcher
         from alignment.serving.model_pool import ModelPool
         from alignment.serving.workspaces import Workspaces
@@ -92,7 +95,8 @@ class AlignmentComparisonManager:
         self.output_dir = Path(output_dir)
         self.workspaces = Workspaces(self.output_dir)
         self.pool = ModelPool(self.session)
-        self.compare_batcher = MicroBatcher(self._compare_batch, window_s=self.COMPARE_BATCH_WINDOW_S)
+        self.compare_batcher = MicroBatcher(self._answer_batch, window_s=self.COMPARE_BATCH_WINDOW_S,
+                                            max_batch=self.COMPARE_MAX_BATCH, execute=self.pool.run)
         self.datasets: dict | None = None  # the class dataset, loaded
         self._student_data: dict[str, tuple] = {}  # student -> (DatasetChoice, loaded data): their own trainings
         self.results: dict = {}
@@ -102,6 +106,9 @@ class AlignmentComparisonManager:
         self.annotations_path = annotations_path
         self._annotations = None
         self.workers, self.ray = workers, (ray_address, ray_num_cpus, ray_num_gpus)
+        if not 1 <= int(eval_samples) <= 16:
+            raise ValueError(f"eval_samples must be between 1 and 16, got {eval_samples}")
+        self.eval_samples = int(eval_samples)
         self._queue, self.dispatcher = None, None
         self._candidates: dict = {}
         self._start_lock = threading.Lock()
@@ -296,9 +303,12 @@ class AlignmentComparisonManager:
             raise RuntimeError("Train at least one policy (DPO, PPO or GRPO) before evaluating")
         if "reward" not in runs:
             raise RuntimeError("The evaluation scores with a trained reward model: run the 'reward' method first")
-        report("loading models", 1, 3, "the reward model")
+        report("loading models", 1, 3, "the reward models")
         scorer = self.pool.scorer(runs["reward"].adapter)
-        evaluation = evaluate_runs(self.session, self.datasets, policies, scorer, progress=report)
+        gold = runs["reward"].path / "gold" / "adapter"  # the gold reward model, when the reward run trained one
+        gold_scorer = self.pool.scorer(gold) if (gold / "adapter_config.json").is_file() else None
+        evaluation = evaluate_runs(self.session, self.datasets, policies, scorer, progress=report,
+                                   samples_per_prompt=self.eval_samples, gold_scorer=gold_scorer)
         bar.close()
         self.evaluation_results = evaluation
         self._evaluated_runs = runs
@@ -748,6 +758,7 @@ class AlignmentComparisonManager:
     COMPARE_MAX_NEW_TOKENS = 96
     MAX_PROMPT_CHARS = 4000
     COMPARE_BATCH_WINDOW_S = 0.3  # Compare requests this close together share one generate call (README figures)
+    COMPARE_MAX_BATCH = 16  # prompts per batched call (x the models compared: rows of one generate call)
 
     def compare_models(self, prompt: str, max_new_tokens: int | None = None, temperature: float = 0.7,
                        seed: int | None = None, models: list[str] | None = None, runs: dict | None = None,
@@ -781,12 +792,9 @@ class AlignmentComparisonManager:
                tuple((n, policies.get(n)) for n in names), str(reward.adapter) if reward else None)
         return self.compare_batcher.submit(key, prompt)
 
-    def _compare_batch(self, key: tuple, prompts: list[str]) -> list[dict]:
-        """``MicroBatcher``'s call: every prompt of the batch answered by the key's models with its settings, on the
-        model pool's thread (``ModelPool.run``)."""
-        return self.pool.run(self._answer_batch, key, prompts)
-
     def _answer_batch(self, key: tuple, prompts: list[str]) -> list[dict]:
+        """``MicroBatcher``'s call, on the model pool's thread: every prompt of the batch answered by the key's
+        models with its settings."""
         from alignment.evaluation import DecodingConfig, compare_answers_batch
 
         max_new_tokens, temperature, do_sample, seed, models, reward = key
@@ -969,6 +977,8 @@ def parse_args(argv=None):
     p.add_argument("--max-pairs", type=int, help="use at most N preference pairs")
     p.add_argument("--eval-prompts", help="JSON list of {category, prompt} (default data/eval_prompts.json)")
     p.add_argument("--max-eval-prompts", type=int)
+    p.add_argument("--eval-samples", type=int, default=1,
+                   help="answers per evaluation prompt and model (default 1; 4 narrows the intervals, 4x the time)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--set", nargs="*", default=[], metavar="METHOD.FIELD=VALUE",
                    help="config overrides, e.g. dpo.beta=0.2 ppo.kl_controller=adaptive all.learning_rate=5e-5")
@@ -1008,7 +1018,8 @@ def main(argv=None) -> int:
         overrides.setdefault("all", {})["max_steps"] = args.steps
     try:
         manager = AlignmentComparisonManager(args.model, args.dataset, args.output_dir, "quick" if args.quick else "classroom",
-                                             overrides, args.max_pairs, args.eval_prompts, args.max_eval_prompts, args.seed)
+                                             overrides, args.max_pairs, args.eval_prompts, args.max_eval_prompts, args.seed,
+                                             eval_samples=args.eval_samples)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -194,6 +194,11 @@ class RewardModelConfig(CommonConfig):
     Attributes:
         center_rewards_coefficient: weight of the auxiliary (r_w + r_l)^2 term that keeps rewards centred
             (Eisenstein et al. 2023); None disables it.
+        gold_model: also train a second, "gold" reward model (Gao et al. 2023, "Scaling Laws for Reward Model
+            Overoptimization") on the other half of the training pairs with another seed: the training pairs are
+            split in two disjoint halves, the proxy reward model (the one PPO and GRPO optimise) learns from one,
+            the gold one from the other, and only the evaluation uses the gold one (``gold/`` in the run
+            directory). False: one reward model on every training pair.
     """
 
     BOUNDS = {"center_rewards_coefficient": (0.0, 10.0)}
@@ -201,6 +206,7 @@ class RewardModelConfig(CommonConfig):
     learning_rate: float = field(default=5e-4, metadata=_setting("learning_rate"))
     batch_size: int = field(default=4, metadata=_setting("batch_size"))
     center_rewards_coefficient: float | None = 0.01
+    gold_model: bool = True
 
 
 @dataclass
@@ -251,11 +257,18 @@ class PPOConfig(CommonConfig):
         ppo_epochs, num_mini_batches: passes over each rollout batch and minibatches per pass (shuffled).
         temperature: sampling temperature; logprobs use logits / temperature everywhere.
         value_lr_multiplier: the value head learns faster than LoRA (it starts from zero).
+        reward_norm_samples: reward normalisation (Ziegler et al. 2019, Sec. 2.2; Huang et al. 2022): before the
+            first step, the base policy answers this many training prompts and the reward model's gain and bias
+            are set so that its scores of those answers have mean 0 and std 1; PPO then optimises the normalised
+            score (the missing-EOS penalty is added after, in those units), so ``kl_coef``, ``cliprange_value``
+            and ``target_kl`` mean the same whatever the reward model's scale. Written to
+            ``reward_normalization.json``; 0 turns it off (raw scores).
     """
 
     BOUNDS = {"kl_coef": (0.0, 10.0), "target_kl": (0.01, 100.0), "kl_horizon": (1, 10**6),
               "cliprange_value": (0.01, 10.0), "vf_coef": (0.0, 10.0), "ppo_epochs": (1, 8),
-              "num_mini_batches": (1, 32), "temperature": (0.05, 2.0), "value_lr_multiplier": (0.0, 100.0)}
+              "num_mini_batches": (1, 32), "temperature": (0.05, 2.0), "value_lr_multiplier": (0.0, 100.0),
+              "reward_norm_samples": (0, 256)}
 
     learning_rate: float = field(default=2e-4, metadata=_setting("learning_rate"))
     batch_size: int = field(default=8, metadata=_setting("batch_size"))
@@ -272,9 +285,11 @@ class PPOConfig(CommonConfig):
     num_mini_batches: int = 2
     temperature: float = 0.7
     value_lr_multiplier: float = 10.0
+    reward_norm_samples: int = 16
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check(self.reward_norm_samples != 1, "reward_norm_samples must be 0 (off) or at least 2 (a std needs two)")
         _check(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
         _check(self.kl_controller in ("fixed", "adaptive"), f"kl_controller must be 'fixed' or 'adaptive', got {self.kl_controller!r}")
         _check(0 < self.cliprange < 1 and 0 < self.cliprange_value, "cliprange must be in (0, 1) and cliprange_value > 0")

@@ -269,3 +269,26 @@ def kl_penalty_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, score
     rewards = non_score.clone()
     rewards[torch.arange(B, device=logprobs.device), (lengths - 1).clamp(min=0)] += scores
     return rewards, non_score
+
+
+def reward_normalization(scores: torch.Tensor, min_std: float = 1e-3) -> dict:
+    """Gain and bias that give ``scores`` mean 0 and standard deviation 1: ``normalized = gain * score + bias``.
+
+    Ziegler et al. 2019 ("Fine-Tuning Language Models from Human Preferences", Sec. 2.2) normalise the reward
+    model this way on samples of the initial policy, so that the KL coefficient and the value loss's clip range
+    mean the same whatever the reward model's scale (also Huang et al. 2022, "The N Implementation Details of
+    RLHF with PPO"). ``gain = 1 / std``, ``bias = -mean / std`` (population std, floored at ``min_std``).
+
+    Shape:
+        scores: ``(N,)`` reward-model scores of the base policy's answers, N >= 2.
+
+    Returns:
+        ``{"mean", "std", "gain", "bias", "n"}`` (floats, ``n`` int).
+
+    Raises:
+        ValueError: fewer than two scores.
+    """
+    if scores.numel() < 2:
+        raise ValueError("reward normalisation needs at least two scores")
+    mean, std = float(scores.float().mean()), max(float(scores.float().std(unbiased=False)), min_std)
+    return {"mean": mean, "std": std, "gain": 1.0 / std, "bias": -mean / std, "n": int(scores.numel())}

@@ -118,10 +118,14 @@ def trained_config(run_dir: str | Path | None) -> dict | None:
     return None
 
 
-def evaluate_runs(session, data: dict, policies: dict[str, str | Path], reward_scorer, progress=None) -> dict:
-    """Generate for every evaluation prompt from base and each policy adapter; score, KL, win rates.
+def evaluate_runs(session, data: dict, policies: dict[str, str | Path], reward_scorer, progress=None,
+                  samples_per_prompt: int = 1, gold_scorer=None) -> dict:
+    """Generate for every evaluation prompt from base and each policy adapter; score, KL, win rates by evaluator
+    (``alignment.evaluation.evaluate_models``: the proxy reward model, and the rules where the prompts carry them).
 
     Args:
+        samples_per_prompt: answers per prompt and model; the bootstrap resamples prompts with all their answers.
+        gold_scorer: the gold reward model (``RewardModelConfig.gold_model``), evaluated as ``gold_rm``, or None.
         policies: ``{model name: adapter directory}``, e.g. ``{"dpo": ".../runs/dpo/<id>/adapter"}``.
         reward_scorer: the reward model that scores (``load_reward_scorer``).
         progress: ``callback(phase, done, total, detail)`` or None; see ``alignment.evaluation.evaluate_models``.
@@ -151,7 +155,7 @@ def evaluate_runs(session, data: dict, policies: dict[str, str | Path], reward_s
     decoding = DecodingConfig(max_new_tokens=steps, seed=session.seed)
     report(PHASES[0], 0, 1, f"{len(names) + 1} models x {len(data['eval_prompts'])} prompts")
     return evaluate_models(policy, session.tokenizer, reward_scorer, data["eval_prompts"], ["base", *names],
-                           decoding, progress=step)
+                           decoding, progress=step, samples_per_prompt=samples_per_prompt, gold_scorer=gold_scorer)
 
 
 def report_setup(session, data: dict | None, dataset_source: str, runs: dict[str, dict]) -> dict:

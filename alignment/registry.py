@@ -47,10 +47,37 @@ class MethodSpec:
     is_policy: bool
 
 
-def _reward(cfg, inputs: TrainInputs, ctx):
-    from .trainers import train_reward_model
+def split_for_gold(rows: list, seed: int) -> tuple[list, list]:
+    """Two disjoint halves of the training pairs (a seeded shuffle, then alternating): the proxy reward model's
+    and the gold reward model's (``RewardModelConfig.gold_model``). Every pair is in exactly one half."""
+    import random
 
-    _, extra = train_reward_model(cfg, inputs.source, inputs.tokenizer, inputs.train, inputs.heldout, ctx)
+    order = list(range(len(rows)))
+    random.Random(f"gold-{seed}").shuffle(order)
+    return [rows[i] for i in order[0::2]], [rows[i] for i in order[1::2]]
+
+
+def _reward(cfg, inputs: TrainInputs, ctx):
+    import dataclasses
+
+    from .trainers import train_reward_model
+    from .trainers.common import RunContext
+
+    if not cfg.gold_model:
+        _, extra = train_reward_model(cfg, inputs.source, inputs.tokenizer, inputs.train, inputs.heldout, ctx)
+        return None, extra
+    proxy_rows, gold_rows = split_for_gold(inputs.train, cfg.seed)
+    _, extra = train_reward_model(cfg, inputs.source, inputs.tokenizer, proxy_rows, inputs.heldout, ctx)
+    extra["train_pairs"] = len(proxy_rows)
+    if ctx.should_stop():
+        return None, extra
+    ctx.phase("training the gold reward model")  # Gao et al. 2023: a second judge nobody was trained on
+    gold_ctx = RunContext(ctx.run_dir / "gold", "reward", cfg.max_steps, parent=ctx)
+    _, gold = train_reward_model(dataclasses.replace(cfg, seed=cfg.seed + 1), inputs.source, inputs.tokenizer,
+                                 gold_rows, inputs.heldout, gold_ctx)
+    gold_ctx.finish(**gold, train_pairs=len(gold_rows))
+    extra["gold"] = {"adapter": gold["adapter"], "heldout": gold["heldout"], "train_pairs": len(gold_rows),
+                     "seed": cfg.seed + 1}
     return None, extra
 
 

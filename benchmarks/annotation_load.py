@@ -72,6 +72,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_up(url: str, server: subprocess.Popen, timeout_s: float) -> None:
+    """Wait until the app at ``url`` answers its page. Raises RuntimeError if it exits or does not answer in time."""
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if httpx.get(url + "/", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline or server.poll() is not None:
+            raise RuntimeError("the app did not start")
+        time.sleep(0.5)
+
+
 def load_test(out: Path, clients: int, submits: int, preload: int, think_s: float, timeout_s: float) -> dict:
     """``clients`` students against the app in its own process (as in class), each submitting ``submits``
     annotations through Gradio's HTTP API (``POST /gradio_api/run/submit_annotation``, what ``gradio_client`` and
@@ -92,16 +108,7 @@ def load_test(out: Path, clients: int, submits: int, preload: int, think_s: floa
                                "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise RuntimeError("the app did not start")
-            time.sleep(0.5)
+        wait_until_up(url, server, 120)
         latencies: list[float] = []
         acked: list[str] = []
         errors: list[str] = []

@@ -77,3 +77,32 @@ def test_compare_requests_that_arrive_together_share_one_generate_call(tmp_path)
         assert [b[m]["response"] for m in b] == [a[m]["response"] for m in a]
     other_seed = manager.compare_models(prompts[0], 16, 0.7, 6)  # other settings: never in the same batch
     assert manager.compare_batcher.sizes[-1] == 1 and set(other_seed) == {"base", "dpo"}
+
+
+def test_requests_that_arrive_while_the_model_is_busy_join_the_next_batch():
+    """Under load the model thread is busy: a batch closes only when it starts running there, so requests that
+    arrive meanwhile (here 1 s apart, far beyond the 0.1 s window) join it instead of queueing one by one."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from alignment.serving.batcher import MicroBatcher
+
+    model = ThreadPoolExecutor(1)
+    batcher = MicroBatcher(lambda key, items: [f"{key}:{x}" for x in items], window_s=0.1,
+                           execute=lambda fn: model.submit(fn).result())
+    model.submit(time.sleep, 2.5)  # an earlier generation holds the model thread
+    results = {}
+
+    def ask(i):
+        results[i] = batcher.submit("k", i)
+
+    threads = []
+    for i in range(3):
+        threads.append(threading.Thread(target=ask, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.6)
+    for t in threads:
+        t.join()
+    assert results == {0: "k:0", 1: "k:1", 2: "k:2"}
+    assert batcher.sizes == [3]  # one batch, although no two requests came within the window

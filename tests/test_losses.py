@@ -117,3 +117,17 @@ def test_sequence_logps_temperature():
     logits = T([[[0.0, math.log(3.0)]]])
     assert sequence_logps(logits, T([[1]])).item() == pytest.approx(math.log(0.75))
     assert sequence_logps(logits, T([[1]]), temperature=1e6).item() == pytest.approx(math.log(0.5), abs=1e-5)
+
+
+def test_reward_normalization_gives_mean_zero_std_one():
+    from alignment.losses import reward_normalization
+
+    scores = torch.tensor([1.0, 3.0, 5.0, 7.0])  # mean 4, population std sqrt(5)
+    norm = reward_normalization(scores)
+    assert norm["mean"] == pytest.approx(4.0) and norm["std"] == pytest.approx(5 ** 0.5) and norm["n"] == 4
+    normalized = scores * norm["gain"] + norm["bias"]
+    assert float(normalized.mean()) == pytest.approx(0.0, abs=1e-6)
+    assert float(normalized.std(unbiased=False)) == pytest.approx(1.0)
+    assert reward_normalization(torch.tensor([2.0, 2.0]))["std"] == 1e-3  # identical scores: floored, finite
+    with pytest.raises(ValueError, match="at least two"):
+        reward_normalization(torch.tensor([1.0]))

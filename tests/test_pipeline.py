@@ -52,6 +52,29 @@ def test_report_files_and_schema(finished_run):
         assert (out / "class" / "plots").exists() and plot.endswith(".html")
 
 
+def test_the_gold_reward_model_learns_from_the_other_half(finished_run):
+    """Gao et al. 2023: the evaluation's gold reward model was trained on pairs the proxy (the one PPO and GRPO
+    optimised) never saw, with another seed, and nobody trained against it."""
+    from alignment.registry import split_for_gold
+
+    out, manager, report = finished_run
+    rows = manager.datasets["train"]
+    proxy, gold = split_for_gold(rows, 42)
+    key = lambda r: (str(r["prompt"]), r["chosen"], r["rejected"])  # noqa: E731
+    assert not {key(r) for r in proxy} & {key(r) for r in gold} and len(proxy) + len(gold) == len(rows)
+    info = json.loads((manager_run(out, "reward") / "run_info.json").read_text())
+    assert info["train_pairs"] == len(proxy) and info["gold"]["train_pairs"] == len(gold)
+    assert (manager_run(out, "reward") / "gold" / "adapter" / "adapter_config.json").is_file()
+    ev = _strict_load(out / "class" / "evaluation_results.json")
+    assert ev["evaluators"]["gold_rm"]["trained"] == [] and set(ev["evaluators"]["proxy_rm"]["trained"]) == {"ppo", "grpo"}
+    for name in ("dpo", "ppo", "grpo"):
+        wr = ev["models"][name]["summary"]["win_rate_vs_base"]
+        assert {"proxy_rm", "gold_rm", "rules"} <= set(wr)
+    golds = [s["gold_reward"] for s in ev["models"]["base"]["samples"]]
+    proxies = [s["reward"] for s in ev["models"]["base"]["samples"]]
+    assert golds != proxies  # two different judges
+
+
 def manager_run(out, method):
     (run,) = (out / "class" / "runs" / method).iterdir()
     return run
@@ -79,13 +102,17 @@ def test_same_seed_same_base_generations(finished_run):
 
 def test_cli_end_to_end(tmp_path, capsys):
     code = class7_1.main(["--model", "tiny", "--steps", "1", "--max-pairs", "30", "--max-eval-prompts", "4",
-                          "--methods", "reward", "dpo", "--output-dir", str(tmp_path),
+                          "--methods", "reward", "dpo", "--output-dir", str(tmp_path), "--eval-samples", "2",
                           "--set", "all.max_completion_length=8", "all.max_prompt_length=64"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "Reward model held-out accuracy" in printed and "dpo" in printed
     assert {p.name for p in (tmp_path / "class").iterdir()} >= {"alignment_comparison_report.json",
                                                                 "evaluation_results.json", "final_summary.json"}
+    ev = json.loads((tmp_path / "class" / "evaluation_results.json").read_text())
+    assert ev["samples_per_prompt"] == 2 and len(ev["models"]["dpo"]["samples"]) == 2 * 4  # 2 answers x 4 prompts
+    wr = ev["models"]["dpo"]["summary"]["win_rate_vs_base"]["proxy_rm"]
+    assert wr["n_prompts"] == 4 and wr["n_samples"] == 2
 
 
 def test_cli_rejects_bad_settings(capsys):

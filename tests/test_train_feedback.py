@@ -101,7 +101,8 @@ def test_ppo_names_its_phases_in_order(tmp_path, tiny_source, tokenizer, train_r
     ctx = RunContext(tmp_path / "ppo", "ppo", cfg.max_steps, on_progress=rec)
     train_ppo(cfg, tiny_source, tokenizer, train_rows, scorer, ctx)
     step = lambda s: [("sampling", s), ("log-probs", s), ("scoring", s), ("update", s), ("logged", s)]  # noqa: E731
-    assert rec.events == [("loading model", None), *step(1), *step(2), ("saving adapter", None)]
+    assert rec.events == [("loading model", None), ("normalising rewards", None), *step(1), *step(2),
+                          ("saving adapter", None)]
 
 
 def test_grpo_names_its_phases_in_trl_order(tmp_path, tiny_source, tokenizer, train_rows, scorer):
@@ -170,7 +171,8 @@ def test_stop_ends_ppo_sampling_at_the_next_token(tmp_path, tiny_source, tokeniz
         return gens
 
     monkeypatch.setattr(ppo, "generate", generate)
-    cfg = make_config("ppo", **dict(FAST, max_completion_length=24), max_steps=5, batch_size=2, num_mini_batches=1)
+    cfg = make_config("ppo", **dict(FAST, max_completion_length=24), max_steps=5, batch_size=2, num_mini_batches=1,
+                      reward_norm_samples=0)  # the rollouts' generate calls only
     stop = threading.Event()
     rec = Recorder(on_phase=lambda name, step: stop.set() if (name, step) == ("sampling", 2) else None)
     ctx = RunContext(tmp_path / "ppo", "ppo", cfg.max_steps, stop_event=stop, on_progress=rec)

@@ -116,12 +116,52 @@ def test_ppo_trainer(tmp_path, tiny_source, tokenizer, splits, scorer, controlle
     _check_run_dir(ctx.run_dir, names)
     head = torch.load(ctx.run_dir / "value_head.pt")
     assert head["summary.weight"].abs().sum() > 0  # the value head (zero-initialised) was trained
+    _check_normalised_scores(ctx.run_dir, cfg)
     metrics = read_metrics(ctx.run_dir / "metrics.jsonl")
     coefs = [m["objective/kl_coef"] for m in metrics]
     assert (len(set(coefs)) == 1) == (controller == "fixed")
     # rlhf_reward = score + non-score reward, step by step
     for m in metrics:
         assert m["objective/rlhf_reward"] == pytest.approx(m["objective/scores"] + m["objective/non_score_reward"], abs=1e-4)
+
+
+def _check_normalised_scores(run_dir, cfg):
+    """PPO optimises gain * score + bias (fitted on the base policy's answers), minus the missing-EOS penalty."""
+    norm = json.loads((run_dir / "reward_normalization.json").read_text())
+    assert norm["n"] == cfg.reward_norm_samples and norm["gain"] == pytest.approx(1 / norm["std"])
+    for row in read_metrics(run_dir / "metrics.jsonl"):
+        no_eos = 1 - row["val/num_eos_tokens"] / cfg.batch_size
+        expected = norm["gain"] * row["objective/raw_scores"] + norm["bias"] - cfg.missing_eos_penalty * no_eos
+        assert row["objective/scores"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_ppo_reward_normalization_fits_the_base_policys_scores(tmp_path, tiny_source, tokenizer, splits):
+    """Ziegler et al. 2019: the reward model's scores of the base policy's answers get mean 0 and std 1. A scorer
+    with a known scale and offset (10 x length + 100) must give back exactly that gain and bias; with
+    ``reward_norm_samples=0`` PPO optimises the raw score."""
+    from alignment.trainers.ppo import fit_reward_normalization
+
+    class LengthScorer:  # score = 10 * words + 100: a reward model with a large scale and offset
+        def score(self, prompts, responses, bf16=False):
+            return torch.tensor([10.0 * len(r.split()) + 100.0 for r in responses])
+
+    cfg = make_config("ppo", **dict(FAST, max_steps=1), batch_size=4, reward_norm_samples=12)
+    policy = _policy(tiny_source, tokenizer, cfg)
+    norm = fit_reward_normalization(policy, tokenizer, [r["prompt"] for r in splits[0]], LengthScorer(), cfg)
+    assert norm["n"] == 12 and norm["mean"] > 100
+    assert norm["gain"] * norm["mean"] + norm["bias"] == pytest.approx(0.0, abs=1e-6)
+    assert norm["std"] > 0 and norm["gain"] == pytest.approx(1 / norm["std"])
+    ctx = RunContext(tmp_path / "norm", "ppo", 1)
+    train_ppo(cfg, tiny_source, tokenizer, splits[0], LengthScorer(), ctx, policy=policy)
+    _check_normalised_scores(ctx.run_dir, cfg)
+    raw_cfg = make_config("ppo", **dict(FAST, max_steps=1), batch_size=4, reward_norm_samples=0)
+    ctx = RunContext(tmp_path / "raw", "ppo", 1)
+    train_ppo(raw_cfg, tiny_source, tokenizer, splits[0], LengthScorer(), ctx, policy=_policy(tiny_source, tokenizer, raw_cfg))
+    assert not (ctx.run_dir / "reward_normalization.json").exists()
+    row = read_metrics(ctx.run_dir / "metrics.jsonl")[-1]
+    no_eos = 1 - row["val/num_eos_tokens"] / raw_cfg.batch_size
+    assert row["objective/scores"] == pytest.approx(row["objective/raw_scores"] - raw_cfg.missing_eos_penalty * no_eos,
+                                                    abs=1e-4)
 
 
 def test_ppo_old_logprobs_reuse_the_first_minibatch_forward(tmp_path, tiny_source, tokenizer, splits, scorer,

@@ -22,14 +22,14 @@ def md_escape(text) -> str:
 # Concurrency of the Gradio queue (its limit applies per event function, default 1 worker each). Events that
 # only read or write files (annotation items and submits, stats, votes, status polls, training requests: a
 # training runs in a worker process, never in a Gradio worker) run concurrently (FREE): one student's request
-# never waits behind another's. Events that generate with the shared model join one group (MODEL) of up to 8 at
+# never waits behind another's. Events that generate with the shared model join one group (MODEL) of up to 16 at
 # once: the model pool's lock serialises the generate calls, and Compare requests with the same settings that
 # arrive together are answered by one batched call (alignment.serving.batcher), so three students pressing
 # Generate at once do not wait three times as long. Building the report (minutes of CPU) has its own single
 # worker. An event that may or may not generate (the next annotation item: a dataset pair, or generated
 # answers) is FREE; its generation takes the pool's lock.
 FREE = {"concurrency_limit": None}
-MODEL = {"concurrency_id": "model", "concurrency_limit": 8}
+MODEL = {"concurrency_id": "model", "concurrency_limit": 16}
 REPORT = {"concurrency_id": "report", "concurrency_limit": 1}
 
 

@@ -27,10 +27,15 @@ class MicroBatcher:
     Args:
         run: the batched call; its exception is raised in every request of the batch.
         window_s: how long the first request of a batch waits for others; max_batch: the most items per batch.
+        execute: ``execute(fn)`` runs ``fn()`` where the batch must run and returns its result (the model pool's
+            thread, ``ModelPool.run``). The batch closes only when it starts there: requests that arrive while an
+            earlier batch still holds that thread join it, so under load the batches grow instead of queueing
+            one by one. Default: run in the first request's thread.
     """
 
-    def __init__(self, run: Callable, window_s: float = 0.3, max_batch: int = 8):
+    def __init__(self, run: Callable, window_s: float = 0.3, max_batch: int = 8, execute: Callable | None = None):
         self.run, self.window_s, self.max_batch = run, window_s, max_batch
+        self.execute = execute or (lambda fn: fn())
         self._lock = threading.Lock()
         self._open: dict[Hashable, _Batch] = {}
         self.sizes: list[int] = []  # every batch's size, for tests and benchmarks
@@ -51,12 +56,17 @@ class MicroBatcher:
             batch.done.wait()
         else:
             batch.full.wait(self.window_s)
-            with self._lock:
-                if self._open.get(key) is batch:
-                    del self._open[key]
+
+            def work():
+                with self._lock:  # closed now, where it runs: later requests start the next batch
+                    if self._open.get(key) is batch:
+                        del self._open[key]
+                    items = list(batch.items)
+                self.sizes.append(len(items))
+                return self.run(key, items)
+
             try:
-                batch.results = self.run(key, list(batch.items))
-                self.sizes.append(len(batch.items))
+                batch.results = self.execute(work)
             except BaseException as exc:  # noqa: BLE001 - handed to every request of the batch
                 batch.error = exc
             finally:

@@ -75,10 +75,11 @@ class RunContext:
         stop_event: set it from another thread to stop the run after the current step.
         on_progress: ``callback(step, total_steps, metrics)`` after each logged step (CLI bars, the app); if it
             also has a ``phase(name, step)`` method, ``phase`` calls are forwarded to it.
+        parent: the run this one is part of (a sub-directory of it); its stop request stops this run too.
     """
 
     def __init__(self, run_dir: Path, method: str, total_steps: int, stop_event: threading.Event | None = None,
-                 on_progress: Callable[[int, int, dict], None] | None = None):
+                 on_progress: Callable[[int, int, dict], None] | None = None, parent: "RunContext | None" = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.method, self.total_steps = method, total_steps
@@ -90,6 +91,7 @@ class RunContext:
         self.start = time.time()
         self.history: list[dict] = []
         self.stopped_early = False
+        self.parent = parent  # a run inside another one (the gold reward model): the outer run's stop stops it
         write_json(self.run_dir / "run_info.json", {"method": method, "status": "running", "total_steps": total_steps})
 
     def write_config(self, config: dict) -> None:
@@ -123,7 +125,7 @@ class RunContext:
             hook(name, step)
 
     def should_stop(self) -> bool:
-        if self.stop_event.is_set() or (self.run_dir / "STOP").exists():
+        if self.stop_event.is_set() or (self.run_dir / "STOP").exists() or (self.parent and self.parent.should_stop()):
             self.stopped_early = True
         return self.stopped_early
 

@@ -7,8 +7,9 @@ Details of RLHF with PPO" (ICLR blog track), one step per rollout batch:
    bf16 copy by the Gumbel-max trick, the same distribution); responses are cut after
    the first EOS; lengths come from the EOS position, masks from lengths (never from pad ids: SmolLM2's
    pad token equals EOS in its own config).
-2. Score: the reward model's score at the last real token; responses without EOS get
-   ``missing_eos_penalty`` subtracted.
+2. Score: the reward model's score at the last real token, normalised with a gain and bias fitted once on the
+   base policy's answers (mean 0, std 1; Ziegler et al. 2019, Sec. 2.2; ``reward_norm_samples``, written to
+   ``reward_normalization.json``); responses without EOS get ``missing_eos_penalty`` subtracted.
 3. Reward per token: -beta * (log pi - log pi_ref) at every token, plus the score at the last response token
    (``alignment.losses.kl_penalty_rewards``). All log-probs use logits / T.
 4. Advantages: GAE with gamma=1, lambda=0.95 (``alignment.losses.gae``), whitened over valid tokens.
@@ -22,8 +23,8 @@ trunk, as in TRL's former ``AutoModelForCausalLMWithValueHead``, instead of a se
 from the reward model (one copy of the weights on a CPU); the reference model is the policy with its adapter
 disabled. Dropout is off everywhere.
 
-Progress and stopping: each step names its phases through ``ctx.phase``: "sampling" (1), "log-probs" (old,
-reference), "scoring" (2-4), "update" (5); after the loop "saving adapter" (then the caller,
+Progress and stopping: before the first step "normalising rewards" (2); each step names its phases through
+``ctx.phase``: "sampling" (1), "log-probs" (old, reference), "scoring" (2-4), "update" (5); after the loop "saving adapter" (then the caller,
 ``AlignmentComparisonManager.train_method``, names "writing samples"). The stop flag is checked between
 sampled tokens (``StopOnRequest``), at every phase boundary and after the step: a step interrupted before its
 update is dropped whole (no metrics line, the policy as after the previous step), so a stopped run's adapter and
@@ -36,6 +37,7 @@ Metrics use TRL's PPO names: ``objective/kl``, ``objective/entropy``, ``objectiv
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 
@@ -46,9 +48,9 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from ..config import PPOConfig
 from ..generation import MergedRolloutModel, RewardScorer, apply_missing_eos_penalty, generate, pack_responses
 from ..losses import (gae, kl_penalty_rewards, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss,
-                      sequence_logps_and_entropy)
+                      reward_normalization, sequence_logps_and_entropy)
 from ..models import load_causal_lm, lora_config
-from .common import RunContext
+from .common import RunContext, write_json
 
 
 class ValueHead(torch.nn.Module):
@@ -129,6 +131,22 @@ def forward_policy(policy, value_head, input_ids, attention_mask, prompt_width: 
     return logprobs, value_head(hidden).float(), ent
 
 
+@torch.no_grad()
+def fit_reward_normalization(policy, tokenizer, prompts: list, scorer: RewardScorer, cfg: PPOConfig) -> dict:
+    """Gain and bias of the reward model on the base policy (``alignment.losses.reward_normalization``): the base
+    policy (adapter off) answers ``cfg.reward_norm_samples`` training prompts, drawn with their own seed (the
+    training order is unchanged), at the training temperature and length budget; their raw scores, without the
+    missing-EOS penalty, give mean 0 and std 1. Returns the normalisation with the prompts' count and source."""
+    picks = random.Random(cfg.seed + 1).choices(range(len(prompts)), k=cfg.reward_norm_samples)
+    batch = [prompts[i] for i in picks]
+    with policy.disable_adapter() if hasattr(policy, "disable_adapter") else contextlib.nullcontext():
+        gens = generate(policy, tokenizer, batch, max_new_tokens=cfg.max_completion_length,
+                        temperature=cfg.temperature, do_sample=True, seed=cfg.seed + 1, batch_size=len(batch))
+    raw = scorer.score(batch, [g.text for g in gens], bf16=cfg.bf16)
+    return {**reward_normalization(raw), "source": "base policy answers to training prompts (Ziegler et al. 2019, "
+            "Sec. 2.2): normalized score = gain * reward-model score + bias"}
+
+
 def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScorer, ctx: RunContext, policy=None):
     """Train a PPO LoRA adapter and value head; returns the trained ``PeftModel``.
 
@@ -157,11 +175,16 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
     order: list[int] = []
     mb_size = cfg.batch_size // cfg.num_mini_batches
     amp = lambda: torch.autocast(policy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
-    eos = tokenizer.eos_token_id
     rollout = MergedRolloutModel(policy) if cfg.bf16 else None
     num_tokens = 0  # prompt + response tokens processed so far (TRL's "num_tokens")
+    norm = None
+    if cfg.reward_norm_samples:  # 0. the reward model's gain and bias on the base policy's answers
+        ctx.phase("normalising rewards")
+        norm = fit_reward_normalization(policy, tokenizer, prompts, scorer, cfg)
+        write_json(ctx.run_dir / "reward_normalization.json", norm)
+        ctx.should_stop()  # a stop meanwhile skips the steps below
 
-    for step in range(1, cfg.max_steps + 1):
+    for step in range(1, cfg.max_steps + 1 if not ctx.stopped_early else 1):
         # 1. rollout -------------------------------------------------------------------------------------
         ctx.phase("sampling", step)
         if len(order) < cfg.batch_size:
@@ -211,7 +234,8 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         ctx.phase("scoring", step)
         t2 = time.perf_counter()
         with torch.no_grad():  # 2. score (bf16 autocast when cfg.bf16) -----------------------------------------
-            scores = scorer.score(batch_prompts, [g.text for g in gens], bf16=cfg.bf16).to(device)  # (B,) fp32
+            raw_scores = scorer.score(batch_prompts, [g.text for g in gens], bf16=cfg.bf16).to(device)  # (B,) fp32
+            scores = raw_scores * norm["gain"] + norm["bias"] if norm else raw_scores
             scores = apply_missing_eos_penalty(scores, has_eos, cfg.missing_eos_penalty)
             # 3. per-token rewards with KL penalty, 4. GAE ---------------------------------------------------
             rewards, non_score = kl_penalty_rewards(old_logprobs, ref_logprobs, scores, lengths, kl_ctl.value)
@@ -259,7 +283,8 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             ctx.log(step, {
                 "objective/kl": kl.mean(), "objective/entropy": (entropy * mask).sum(1).mean(),
                 "objective/non_score_reward": non_score_sum.mean(), "objective/rlhf_reward": (scores + non_score_sum).mean(),
-                "objective/scores": scores.mean(), "objective/kl_coef": kl_coef_used,
+                "objective/scores": scores.mean(), "objective/raw_scores": raw_scores.mean(),
+                "objective/kl_coef": kl_coef_used,
                 "policy/approxkl_avg": mean(stats["approxkl"]), "policy/clipfrac_avg": mean(stats["pg_clip"]),
                 "policy/entropy_avg": mean(stats["ent"]), "loss/policy_avg": mean(stats["pg"]),
                 "loss/value_avg": mean(stats["vf"]), "val/clipfrac_avg": mean(stats["vf_clip"]),

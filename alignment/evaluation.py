@@ -219,10 +219,13 @@ def evaluator_info(model_names: list[str], gold: bool = False, rules_coverage: t
     optimisers = [m for m in ("ppo", "grpo") if m in model_names]
     info = {"proxy_rm": {
         "trained": optimisers,
-        "description": "the reward model trained in this run (runs/reward), the one PPO and GRPO maximise during "
+        "description": "the reward model trained in this run (its reward run, runs/reward/<run-id>), the one PPO "
+                       "and GRPO maximise during "
                        "training: its win rates for them are biased upward; DPO never saw it"}}
     if gold:
-        info["gold_rm"] = {"trained": [], "description": "a second reward model that no method was trained on"}
+        info["gold_rm"] = {"trained": [], "description": "a second reward model, trained on the other half of the "
+                                                         "training pairs with another seed, that no method was "
+                                                         "trained on (Gao et al. 2023)"}
     if rules_coverage is not None:
         info["rules"] = {"trained": [], "scored_prompts": rules_coverage[0], "unscored_prompts": rules_coverage[1],
                          "description": "programmatic checks per category (alignment.rules: the correct fact, the "

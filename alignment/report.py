@@ -79,7 +79,7 @@ def steps_text(info: dict | None) -> str:
 def scorer_note(models: list[str]) -> str:
     """Which model produced the rewards of the evaluation, and whom it favours (``models``: evaluated names)."""
     favoured = [m.upper() for m in REWARD_OPTIMISERS if m in models]
-    note = "scored by the reward model trained in this run (runs/reward)"
+    note = "scored by the reward model trained in this run (its reward run, runs/reward/<run-id>)"
     if favoured:
         note += (f", which {' and '.join(favoured)} {'were' if len(favoured) > 1 else 'was'} trained to maximise: "
                  f"it favours {'them' if len(favoured) > 1 else 'it'}")
@@ -98,11 +98,12 @@ def proxy_caveat(evaluated: list[str], shown: list[str] = EVALUATORS) -> str:
                "was trained on " + ("them." if len(others) > 1 else "it.")) if others else ""
     favoured = [m.upper() for m in REWARD_OPTIMISERS if m in evaluated]
     if not favoured:
-        return ("The proxy RM is this run's own reward model (runs/reward), trained on the same preference pairs as "
-                "DPO: a referee from the same data, not an independent one." + compare)
+        return ("The proxy RM is this run's own reward model (its reward run, runs/reward/<run-id>), trained on half "
+                "of the preference pairs DPO learned from: a referee from the same data, not an independent one."
+                + compare)
     plural = len(favoured) > 1
     return (f"{' and '.join(favoured)} {'were' if plural else 'was'} trained to maximise this reward model (proxy RM, "
-            f"runs/reward); its win rates for {'them' if plural else 'it'} are biased upward: a policy optimised "
+            f"runs/reward/<run-id>); its win rates for {'them' if plural else 'it'} are biased upward: a policy optimised "
             "against a reward model learns to exploit its errors (Gao et al. 2023, reward model overoptimization)."
             + compare)
 

@@ -103,7 +103,8 @@ def test_headline_recommendation_names_the_scorer_budgets_and_ties():
     assert "favours it" in best and "DPO never saw it" in best and ": PPO, 10/30 steps" in best
     assert "1 win, 1 tie (counted as half; a tie is identical answer, or reward scores within 0.0001) and 0 losses" in best
     assert any("Unequal training budgets" in r for r in recs)
-    assert scorer_note(["dpo"]) == "scored by the reward model trained in this run (runs/reward); DPO never saw it"
+    assert scorer_note(["dpo"]) == ("scored by the reward model trained in this run (its reward run, "
+                                    "runs/reward/<run-id>); DPO never saw it")
 
 
 def _columns(report) -> dict:
@@ -164,10 +165,10 @@ def test_caveats_always_name_the_proxy_evaluators_bias(tmp_path):
     assert saved["caveats"] == caveats
     dpo_only = _evaluation({"base": [0.0, 0.2], "dpo": [0.0, 0.1]})
     caveats = write_reports(tmp_path, {"model": {}}, {"dpo": _run("completed", 30, 30)}, dpo_only)["caveats"]
-    assert len(caveats) == 1 and "same preference pairs as DPO" in caveats[0] and "rules" not in caveats[0]
+    assert len(caveats) == 1 and "preference pairs DPO learned from" in caveats[0] and "rules" not in caveats[0]
     from ui.report_tab import _status_text
     shown = _status_text(json.loads((tmp_path / "alignment_comparison_report.json").read_text()))
-    assert "Caveats" in shown and "same preference pairs as DPO" in shown and "**proxy RM**" in shown
+    assert "Caveats" in shown and "preference pairs DPO learned from" in shown and "**proxy RM**" in shown
 
 
 def test_reports_written_before_evaluators_still_read():

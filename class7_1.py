@@ -586,6 +586,8 @@ class AlignmentComparisonManager:
         if self._annotations is not None:
             self._annotations.close()
 
+    GUEST = "guest"  # whose jobs they are without a login or a typed name
+
     def start_training(self, method: str, preset: str | None = None, user: str | None = None,
                        class_model: bool = False, **overrides) -> dict:
         """Queue a training of ``method`` for ``user`` and return the job (``{"id", "state", "position", ...}``).
@@ -607,7 +609,7 @@ class AlignmentComparisonManager:
         if preset is not None and preset != self.preset:
             overrides = self.config_for(method, preset, **overrides).to_dict()
         cfg = self.config_for(method, **overrides)  # raises ValueError before anything is queued
-        owner = user or "guest"
+        owner = user or self.GUEST
         if spec.needs_reward_model and self._reward_run(None if class_model else owner) is None and not any(
                 j["method"] == "reward" and j["state"] in ("queued", "running") for j in self.queue.jobs(owner)):
             raise ValueError(f"{spec.label} needs a trained reward model: train the reward model first "
@@ -635,7 +637,7 @@ class AlignmentComparisonManager:
                 "reward_adapter": str(reward.adapter) if reward else None}
 
     def _check_owner(self, job: dict, user: str | None, action: str) -> None:
-        if (user or "guest") != job["owner"] and not self.is_teacher(user):
+        if (user or self.GUEST) != job["owner"] and not self.is_teacher(user):
             raise PermissionError(f"{job['owner']} started this training: only they or the teacher can {action} it")
 
     def stop_training(self, user: str | None = None, job_id: int | None = None) -> bool:
@@ -649,7 +651,7 @@ class AlignmentComparisonManager:
             alignment.serving.queue.JobNotFound: no job ``job_id``.
         """
         if job_id is None:
-            mine = [j for j in self.queue.jobs(user or "guest") if j["state"] in ("running", "queued")]
+            mine = [j for j in self.queue.jobs(user or self.GUEST) if j["state"] in ("running", "queued")]
             if not mine:
                 return False
             job = next((j for j in mine if j["state"] == "running"), mine[0])
@@ -679,7 +681,7 @@ class AlignmentComparisonManager:
         the newest one (``current``) with metrics and log tail. Also the queue's length and the workers."""
         from alignment.serving.jobs_view import start_estimates
 
-        mine = self.queue.jobs(user or "guest", limit=20)
+        mine = self.queue.jobs(user or self.GUEST, limit=20)
         views = [self._job_view(j, detail=detail and i == 0) for i, j in enumerate(mine)]
         starts = start_estimates(self.queue, self.output_dir, self.workers) if any(
             v["state"] == "queued" for v in views) else {}

@@ -50,7 +50,7 @@ class ProgressTracker:
         method: the method name; total_steps: planned steps (for the progress bar).
 
     Attributes:
-        step: the last logged step; history: metric rows as logged; log: recent lines for the log tail.
+        step: the last logged step.
         current_phase, phase_since: what the run is doing now and since when (epoch seconds).
         step_times: measured seconds per finished step: from the step's first phase (or, when the trainer names
             no phases, the previous step's end) to its metrics line; logged every k steps, each of the k gets 1/k.
@@ -58,7 +58,7 @@ class ProgressTracker:
 
     def __init__(self, method: str, total_steps: int):
         self.method, self.total_steps = method, total_steps
-        self.step, self.history, self.log = 0, [], []
+        self.step = 0
         self.started = time.time()
         self.current_phase: str | None = None
         self.phase_since = self.started
@@ -74,7 +74,6 @@ class ProgressTracker:
             self.step_times.extend([(now - began) / (step - done)] * (step - done))
         self._last_end = (step, now)
         self.step, self.total_steps = step, total
-        self.history.append(dict(metrics))
 
     __call__ = on_progress
 

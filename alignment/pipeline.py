@@ -59,7 +59,6 @@ def train_run(session, method: str, cfg, data: dict, run_dir: str | Path, *, rew
         RuntimeError: PPO/GRPO without a reward model; anything the trainer raises (recorded in ``error.log``).
     """
     spec = method_spec(method)
-    session.setup_model()
     ctx = RunContext(Path(run_dir), method, cfg.max_steps, stop_event, on_progress)
     ctx.write_config({"method": method, "config": cfg.to_dict(), "model": session.setup_model(),
                       "dataset": data["load_report"], "train_pairs": len(data["train"]), **(description or {})})

@@ -9,6 +9,7 @@ arena decode.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from .config import METHODS, make_config
 from .data import (BUILTIN, dataset_statistics, fit_to_length, load_eval_prompts, load_preference_dataset,
                    split_pairs)
-from .models import DEFAULT_MODEL, load_tokenizer, resolve_model
+from .models import DEFAULT_MODEL, ModelSource, load_tokenizer, resolve_model
 
 logger = logging.getLogger("class7")
 
@@ -43,6 +44,9 @@ class Session:
         preset: ``"classroom"`` or ``"quick"``; ``overrides``: ``{"all" | method: {field: value}}``.
         eval_prompts: path of the evaluation prompts (None: ``data/eval_prompts.json``); ``max_eval_prompts``
             keeps the first N.
+        source: an already resolved ``ModelSource`` as a dict (a worker gets the server's, ``to_dict``), so that a
+            run trains on the very weights the server generates with: resolving again in the worker could pick
+            the hub's weights where the server found the hub unreachable and uses the embedded GGUF.
 
     Raises:
         ValueError: an invalid preset or override (every method's config is validated at construction).
@@ -54,9 +58,11 @@ class Session:
     seed: int = 42
     eval_prompts: str | None = None
     max_eval_prompts: int | None = None
+    source: dict | ModelSource | None = None
 
     def __post_init__(self):
-        self.source = None
+        if isinstance(self.source, dict):
+            self.source = ModelSource(**self.source)
         self.tokenizer = None
         self.configs = {m: self.config_for(m) for m in METHODS}  # validated now
 
@@ -74,9 +80,9 @@ class Session:
 
     def setup_model(self) -> dict:
         """Resolve the model source and load the tokenizer once (weights load per run); returns a description."""
-        if self.source is None:
+        if self.tokenizer is None:
             t = time.time()
-            self.source = resolve_model(self.model_name)
+            self.source = self.source or resolve_model(self.model_name)
             self.tokenizer = load_tokenizer(self.source)
             logger.info("Model: %s (%.1fs)", self.source.description, time.time() - t)
         return {"model": self.model_name, "source": self.source.kind, "path": self.source.path,
@@ -106,6 +112,9 @@ class Session:
         return load_eval_prompts(self.eval_prompts)[: self.max_eval_prompts]
 
     def to_dict(self) -> dict:
-        """The values a worker process needs to rebuild this session (``Session(**d)``)."""
+        """The values a worker process needs to rebuild this session (``Session(**d)``), the resolved model source
+        included."""
+        self.setup_model()
         return {"model_name": self.model_name, "preset": self.preset, "overrides": self.overrides,
-                "seed": self.seed, "eval_prompts": self.eval_prompts, "max_eval_prompts": self.max_eval_prompts}
+                "seed": self.seed, "eval_prompts": self.eval_prompts, "max_eval_prompts": self.max_eval_prompts,
+                "source": dataclasses.asdict(self.source)}

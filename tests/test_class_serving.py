@@ -126,3 +126,21 @@ def test_workspace_names_and_run_keys_stay_inside_the_output_folder(tmp_path):
             ws.resolve(key, "ana")
     with pytest.raises(ValueError, match="Unknown run"):  # another student's run: the same message
         ws.resolve(run.key, "ben")
+
+
+def test_a_worker_trains_on_the_model_the_server_resolved(monkeypatch):
+    """The job's spec carries the server's resolved model source: a worker that resolved the name again could
+    load the hub's weights where the server, offline, serves the embedded GGUF, and its adapter would not fit."""
+    import alignment.session
+    from alignment.session import Session
+
+    spec = Session("tiny", preset="quick").to_dict()
+    assert spec["source"]["kind"] == "tiny"
+
+    def no_resolving(name):
+        raise AssertionError("the worker resolved the model again")
+
+    monkeypatch.setattr(alignment.session, "resolve_model", no_resolving)
+    worker = Session(**spec)
+    worker.setup_model()
+    assert worker.source.path == spec["source"]["path"] and worker.tokenizer is not None

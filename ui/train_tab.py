@@ -186,7 +186,7 @@ def create_train_tab(manager) -> dict:
         *vals, who, as_class = vals
         try:
             overrides = manager.settings_to_overrides(m, p, dict(zip(SETTINGS, vals)))
-            job = manager.start_training(m, p, user=login(request) or (who or "").strip() or None,
+            job = manager.start_training(m, p, user=who_of(request, who),
                                          class_model=bool(as_class), **overrides)
         except (ValueError, RuntimeError, PermissionError) as exc:
             return error_text(exc)
@@ -195,11 +195,12 @@ def create_train_tab(manager) -> dict:
         return status_message(job)
 
     def who_of(request, typed):
+        """The caller: the login under ``--auth``, else the typed name (None: the manager's guest)."""
         return identity(request, typed) or None
 
     def on_stop(request: gr.Request, who):
         try:
-            stopped = manager.stop_training(login(request) or who_of(request, who))
+            stopped = manager.stop_training(who_of(request, who))
         except PermissionError as exc:
             return error_text(exc)
         return "⏹ Stopping… (within about 2 s)" if stopped else "Nothing of yours is training or waiting."
@@ -208,7 +209,7 @@ def create_train_tab(manager) -> dict:
         try:
             if jid is None:
                 raise ValueError("Type the job number (first column of the table)")
-            done = manager.cancel_job(login(request) or who_of(request, who), int(jid))
+            done = manager.cancel_job(who_of(request, who), int(jid))
         except (PermissionError, ValueError, LookupError) as exc:
             return error_text(exc)
         return f"⏹ Job {int(jid)}: stopping or cancelled." if done else f"Job {int(jid)} has already ended."
@@ -217,7 +218,7 @@ def create_train_tab(manager) -> dict:
         try:
             if jid is None:
                 raise ValueError("Type the job number (first column of the table)")
-            job = manager.requeue_job(int(jid), login(request) or who_of(request, who))
+            job = manager.requeue_job(int(jid), who_of(request, who))
         except (PermissionError, ValueError, LookupError) as exc:
             return error_text(exc)
         return status_message(job)
@@ -228,7 +229,7 @@ def create_train_tab(manager) -> dict:
         """Every second: the caller's newest job (label always while it waits or runs; chart, log and tables only
         when something new happened); the teacher's tables every 3 s."""
         seen = dict(seen or {})
-        user = login(request) or who_of(request, who)
+        user = who_of(request, who)
         st = manager.training_status(user)
         cur = st["current"]
         out = [gr.update()] * 9
@@ -258,7 +259,7 @@ def create_train_tab(manager) -> dict:
         return [*out, seen]
 
     def first_view(request: gr.Request, who):
-        user = login(request) or who_of(request, who)
+        user = who_of(request, who)
         rows = _runs_table(manager, user)
         return rows, gr.update(choices=[r[5] for r in rows if r[1] in ("completed", "stopped")])
 
@@ -276,7 +277,7 @@ def create_train_tab(manager) -> dict:
         if not key:
             return None
         try:
-            return manager.training_chart(key.split("/")[-2], key=key, user=login(request) or who_of(request, who))
+            return manager.training_chart(key.split("/")[-2], key=key, user=who_of(request, who))
         except ValueError:  # a run that is not the caller's: nothing to show
             return None
 

@@ -20,20 +20,11 @@ import threading
 import time
 from pathlib import Path
 
-from ..trainers.common import read_metrics, write_json
+from ..trainers.common import read_metrics, read_run_info, write_json
 from .worker import log_tail
 
 logger = logging.getLogger("class7")
 FINAL = ("completed", "stopped", "failed")
-
-
-def _run_info(run_dir: Path) -> dict:
-    import json
-
-    try:
-        return json.loads((run_dir / "run_info.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def close_run_dir(run_dir: Path, method: str, status: str, error: str | None = None) -> None:
@@ -42,7 +33,7 @@ def close_run_dir(run_dir: Path, method: str, status: str, error: str | None = N
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return
-    info = _run_info(run_dir)
+    info = read_run_info(run_dir)
     if info.get("status") in FINAL:
         return
     history = read_metrics(run_dir / "metrics.jsonl")
@@ -80,9 +71,9 @@ class Dispatcher:
         """Mark jobs of a server that died as ``interrupted`` (their run directories kept and closed; a job whose
         run had already ended keeps the state its ``run_info.json`` records), then start the polling thread."""
         for job in self.queue.running():
-            status = _run_info(Path(job["run_dir"])).get("status") if job.get("run_dir") else None
-            if status in FINAL:
-                self.queue.finish(job["id"], status, _run_info(Path(job["run_dir"])).get("error"))
+            info = read_run_info(job["run_dir"]) if job.get("run_dir") else {}
+            if info.get("status") in FINAL:
+                self.queue.finish(job["id"], info["status"], info.get("error"))
         for job_id in self.queue.recover():
             job = self.queue.get(job_id)
             if job.get("run_dir"):
@@ -149,12 +140,12 @@ class Dispatcher:
     def _reap(self, job_id: int, a: dict) -> None:
         self.active.pop(job_id, None)
         ended_by = None if a["killed"] else self.backend.outcome(a["handle"])
-        status = _run_info(a["run_dir"]).get("status")
+        info = read_run_info(a["run_dir"])
         if a["killed"]:
             close_run_dir(a["run_dir"], a["method"], "stopped")
             state, error = "stopped", None
-        elif status in FINAL:
-            state, error = status, _run_info(a["run_dir"]).get("error")
+        elif info.get("status") in FINAL:
+            state, error = info["status"], info.get("error")
         else:
             error = f"the worker process ended without a result ({ended_by or 'no exit status'})"
             close_run_dir(a["run_dir"], a["method"], "failed", error)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -35,6 +36,14 @@ def base_only(model):
         yield
 
 
+def _on_model_thread(method):
+    """Run a ``ModelPool`` method on the pool's model thread (``ModelPool.run``), wherever it is called from."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        return self.run(method, self, *args, **kwargs)
+    return wrapper
+
+
 class ModelPool:
     """The base model plus adapters and reward scorers, loaded on demand (module docstring).
 
@@ -52,7 +61,9 @@ class ModelPool:
 
         self.session, self.max_adapters, self.max_scorers = session, max_adapters, max_scorers
         self.lock = threading.RLock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._thread: threading.Thread | None = None  # the model thread, once started
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-pool",
+                                            initializer=lambda: setattr(self, "_thread", threading.current_thread()))
         self._model = None
         self._adapters: OrderedDict[str, str] = OrderedDict()  # stamp -> adapter dir, least recently used first
         self._scorers: OrderedDict[str, object] = OrderedDict()
@@ -66,11 +77,12 @@ class ModelPool:
         (measured here, embedded SmolLM2, 3 prompts x 2 models x 96 tokens). Calls from the model thread itself
         run directly.
         """
-        if threading.current_thread().name.startswith("model"):
+        if threading.current_thread() is self._thread:
             return fn(*args, **kwargs)
         # with the caller's context variables: a progress callback (gr.Progress) reports to the caller's event
         return self._executor.submit(contextvars.copy_context().run, fn, *args, **kwargs).result()
 
+    @_on_model_thread
     def model(self, adapters: dict[str, str | Path] | None = None):
         """The shared model with ``adapters`` (``{display name: adapter directory}``) loaded.
 
@@ -78,8 +90,6 @@ class ModelPool:
             ``(model, names)``: ``names`` maps each display name to the adapter name to use with
             ``alignment.evaluation.compare_answers`` (``"base"`` stays ``"base"``).
         """
-        if not threading.current_thread().name.startswith("model"):
-            return self.run(self.model, adapters)
         from peft import PeftModel
 
         from ..models import load_causal_lm
@@ -110,6 +120,7 @@ class ModelPool:
                 del self._adapters[old]
             return self._model, names
 
+    @_on_model_thread
     def scorer(self, adapter: str | Path):
         """The ``RewardScorer`` of a reward run's adapter directory (cached by directory and modification time).
 
@@ -118,8 +129,6 @@ class ModelPool:
         """
         from ..pipeline import load_reward_scorer
 
-        if not threading.current_thread().name.startswith("model"):
-            return self.run(self.scorer, adapter)
         adapter = Path(adapter)
         key = _stamp(adapter)
         with self.lock:
@@ -130,10 +139,9 @@ class ModelPool:
             self._scorers.move_to_end(key)
             return self._scorers[key]
 
+    @_on_model_thread
     def generate_candidates(self, prompt, k: int, max_new_tokens: int, seed: int) -> list[str]:
         """``k`` base-model answers to ``prompt`` at temperatures evenly spread over 0.5-1.2, one seed each."""
-        if not threading.current_thread().name.startswith("model"):
-            return self.run(self.generate_candidates, prompt, k, max_new_tokens, seed)
         from ..generation import generate
 
         model, _ = self.model()

@@ -23,7 +23,6 @@ from a browser back into a directory only if it names an existing run the caller
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import METHODS
+from ..trainers.common import read_run_info
 
 CLASS = "class"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -74,10 +74,7 @@ class RunRef:
 
     def info(self) -> dict:
         """``run_info.json`` (``{}`` while it is missing or being written)."""
-        try:
-            return json.loads((self.path / "run_info.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+        return read_run_info(self.path)
 
     @property
     def adapter(self) -> Path:

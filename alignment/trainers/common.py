@@ -65,6 +65,14 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
+def read_run_info(run_dir: Path) -> dict:
+    """A run directory's ``run_info.json``, or ``{}`` while it is missing or being written."""
+    try:
+        return json.loads((Path(run_dir) / "run_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 class RunContext:
     """A run directory plus the hooks a trainer calls: ``log`` per step, ``should_stop``, ``progress``.
 

@@ -184,6 +184,8 @@ class AlignmentComparisonManager:
             ValueError: an unknown method, an unknown or unreadable run, or an unfinished one.
         """
         runs = self.class_runs()
+        if picks is not None and not isinstance(picks, dict):
+            raise ValueError("runs must be an object {method: run key}")
         for method, key in (picks or {}).items():
             if key in (None, "", "class"):
                 continue

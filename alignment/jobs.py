@@ -25,7 +25,7 @@ def remaining_seconds(step_times: list[float], steps_done: int, total_steps: int
     """Seconds until the last step ends, estimated from measured step durations.
 
     Args:
-        step_times: seconds each finished step took, in order (``TrainingJob.step_times``).
+        step_times: seconds each finished step took, in order (``ProgressTracker.step_times``).
         steps_done: finished steps; ``total_steps``: planned steps.
         in_step_s: seconds the step in progress has already run.
         window: the estimate uses the mean of the last ``window`` steps (``recent_step_time``).

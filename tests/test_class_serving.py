@@ -82,6 +82,8 @@ def test_two_students_train_at_once_and_each_compares_their_own_run(class_app):
 
     with pytest.raises(AppError, match="Unknown run"):
         ben.predict("Name a colour.", 12, 0.7, 3, {"dpo": key}, "", api_name="/compare")
+    with pytest.raises(AppError, match="runs must be an object"):
+        ben.predict("Name a colour.", 12, 0.7, 3, [key], "", api_name="/compare")
     ben_key = next(r["key"] for r in manager.list_runs("ben") if r["method"] == "dpo")
     theirs = ben.predict("Name a colour.", 12, 0.7, 3, {"dpo": ben_key}, "", api_name="/compare")
     assert theirs["base"] == answers["base"]  # same base, same decoding

@@ -15,7 +15,7 @@ sampled tokens, ``alignment.trainers.ppo``).
 Progress: ``ctx.log`` reports each logged step to ``on_progress(step, total, metrics)``; ``ctx.phase(name, step)``
 names what the run is doing between steps and inside one ("sampling", "log-probs", "scoring", "update",
 "saving adapter", ...) to ``on_progress.phase(name, step)`` when the callback has that method (the app's
-``alignment.jobs.TrainingJob`` does; a plain function is fine and only gets the steps).
+``alignment.jobs.ProgressTracker`` does; a plain function is fine and only gets the steps).
 """
 
 from __future__ import annotations

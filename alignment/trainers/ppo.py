@@ -25,7 +25,7 @@ disabled. Dropout is off everywhere.
 
 Progress and stopping: before the first step "normalising rewards" (2); each step names its phases through
 ``ctx.phase``: "sampling" (1), "log-probs" (old, reference), "scoring" (2-4), "update" (5); after the loop "saving adapter" (then the caller,
-``AlignmentComparisonManager.train_method``, names "writing samples"). The stop flag is checked between
+``alignment.pipeline.train_run``, names "writing samples"). The stop flag is checked between
 sampled tokens (``StopOnRequest``), at every phase boundary and after the step: a step interrupted before its
 update is dropped whole (no metrics line, the policy as after the previous step), so a stopped run's adapter and
 ``metrics.jsonl`` always agree. The update itself (a few forward/backward passes) is not interrupted.

@@ -212,7 +212,7 @@ class AlignmentComparisonManager:
     def list_runs(self, user: str | None = None) -> list[dict]:
         """The class runs and ``user``'s own runs on disk, newest first: ``run_info.json`` plus key and folder."""
         refs = self.workspaces.runs(None) + (self.workspaces.runs(user) if user is not None else [])
-        return [{"method": r.method, "status": "unknown", **r.info(), "key": r.key, "run_dir": str(r.path),
+        return [{"method": r.method, "status": "starting", **r.info(), "key": r.key, "run_dir": str(r.path),
                  "has_adapter": r.has_adapter()} for r in sorted(refs, key=lambda r: r.run_id, reverse=True)]
 
     def run_history(self, method: str, key: str | None = None, user: str | None = None) -> list[dict]:

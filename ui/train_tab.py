@@ -91,8 +91,10 @@ def status_message(st: dict) -> str:
     method = _label(st["method"])
     whose = " (a class model)" if st.get("class_model") else ""
     if st["state"] == "queued":
-        return (f"⏳ **{method}**{whose} is number **{st['position']}** in the queue; it starts "
-                f"{starts_in(st)}. You can leave this page: it keeps its place.")
+        when = ("its start time is being estimated" if st.get("start_in_s") is None
+                else f"it starts {starts_in(st)}")
+        return (f"⏳ **{method}**{whose} is number **{st['position']}** in the queue; {when}. You can leave this "
+                "page: it keeps its place.")
     if st["state"] == "failed":
         return (f"❌ **{method} failed**: {md_escape(st.get('error') or 'see the log tail')}. The app is still "
                 "running; see the log tail below.")

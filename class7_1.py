@@ -272,8 +272,11 @@ class AlignmentComparisonManager:
         return self.results
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def evaluate_alignment_methods(self, results: dict | None = None, progress=True, runs: dict | None = None) -> dict:
+    def evaluate_alignment_methods(self, results: dict | None = None, progress=True, runs: dict | None = None,
+                                   judge_and_votes: bool = True) -> dict:
         """Generate for every evaluation prompt from base and each policy run; score, KL, win rates.
+
+        ``judge_and_votes``: also add the LLM judge and the students' arena votes (``add_judge_and_students``).
 
         Which runs: ``runs`` (``{method: RunRef}``, ``pick_runs``), else the class models. ``progress``: True for
         a terminal bar, False for none, or ``callback(fraction, description)`` (the app), called as each phase
@@ -311,6 +314,13 @@ class AlignmentComparisonManager:
         gold_scorer = self.pool.scorer(gold) if (gold / "adapter_config.json").is_file() else None
         evaluation = evaluate_runs(self.session, self.datasets, policies, scorer, progress=report,
                                    samples_per_prompt=self.eval_samples, gold_scorer=gold_scorer)
+        if judge_and_votes:
+            def judged(done: int, total: int) -> None:
+                bar.set_postfix_str(f"LLM judge: pair {done} of {total} (both orders)")
+                if callable(progress):
+                    progress(1.0, f"LLM judge: pair {done} of {total} (both orders)")
+
+            self.add_judge_and_students(evaluation, runs, judged)
         bar.close()
         self.evaluation_results = evaluation
         self._evaluated_runs = runs
@@ -625,14 +635,16 @@ class AlignmentComparisonManager:
 
     def _prepare_job(self, job: dict) -> dict:
         """The dispatcher's ``prepare``: the worker's spec, with a new run directory and the reward model chosen
-        now (a reward model trained while this job waited counts)."""
+        now (a reward model trained while this job waited counts): PPO's and GRPO's reward, and the referee of
+        every policy's film strip (with its gold model)."""
         from alignment.registry import method_spec
 
         saved = job["spec"]
         owner = None if saved.get("class_model") else job["owner"]
         run = self.workspaces.new_run(owner, job["method"])
-        reward = self._reward_run(owner) if method_spec(job["method"]).needs_reward_model else None
-        if method_spec(job["method"]).needs_reward_model and reward is None:
+        spec = method_spec(job["method"])
+        reward = self._reward_run(owner) if spec.is_policy else None  # DPO's film strip is scored by it too
+        if spec.needs_reward_model and reward is None:
             raise RuntimeError("no trained reward model (train the reward model first)")
         return {"job_id": job["id"], "owner": job["owner"], "method": job["method"], "config": saved["config"],
                 "run_dir": str(run.path), "session": self.session.to_dict(), "dataset": saved["dataset"],
@@ -731,6 +743,29 @@ class AlignmentComparisonManager:
 
         return training_figure(method, self.run_history(method, key, user) if history is None else history)
 
+    def film_strip(self, key: str | None = None, user: str | None = None, job: dict | None = None) -> list[dict]:
+        """The film-strip frames (``alignment.trainers.film_strip``) of run ``key`` (one ``user`` may read), or of
+        the run of ``job`` (a job view from ``training_status``), in step order; ``[]`` without any.
+
+        Raises:
+            ValueError: a run key ``user`` may not read.
+        """
+        from alignment.trainers.film_strip import read_film_strip
+
+        if key:
+            run = self.workspaces.resolve(key, user, self.is_teacher(user))
+            return read_film_strip(run.path) if run else []
+        if job and job.get("run"):
+            return read_film_strip(self.output_dir / job["run"])
+        return []
+
+    def film_strip_chart(self, method: str, frames: list[dict]):
+        """The over-optimisation chart (``alignment.report.overoptimization_figure``) of one run's frames, or None."""
+        from alignment.report import overoptimization_figure
+        from alignment.trainers.film_strip import frame_means
+
+        return overoptimization_figure({method: frame_means(frames)}) if frames else None
+
     def report_figures(self, user: str | None = None) -> dict:
         """The report's plotly figures from ``user``'s last report (the class's for a teacher or None)."""
         from alignment.report import figures
@@ -742,7 +777,7 @@ class AlignmentComparisonManager:
         runs = (json.loads(report_path.read_text(encoding="utf-8")).get("setup", {}).get("runs") or {}) \
             if report_path.is_file() else {}
         methods = {m: {"history": read_metrics(Path(runs[m]) / "metrics.jsonl") if runs.get(m) else
-                       self.run_history(m)} for m in METHODS}
+                       self.run_history(m), "run_dir": runs.get(m)} for m in METHODS}
         return figures(methods, evaluation if evaluation and evaluation.get("models") else None)
 
     def dataset_figure(self, user: str | None = None):
@@ -874,6 +909,25 @@ class AlignmentComparisonManager:
         cfg = JudgeConfig.from_env()
         return (Judge(cfg) if cfg.enabled else None), cfg.describe()
 
+    def add_judge_and_students(self, evaluation: dict, runs: dict | None = None, progress=None) -> dict:
+        """Add the two evaluators that need no model of ours to ``evaluation`` (in place), each only when it has
+        something to say: ``judge`` when the LLM judge is configured (``judge()``: ``.env`` / environment; two
+        requests per pair that differs from base, ``alignment.judge.judge_evaluation``), and ``students`` when the
+        arena has votes (Bradley-Terry over the votes, ``alignment.arena.students_evaluation``) for the methods
+        whose evaluated run is the class model the votes were cast on (``runs``: ``{method: RunRef}`` evaluated,
+        None for the class models). ``progress(done, total)``: judged pairs. Returns ``evaluation``."""
+        from alignment.arena import students_evaluation
+        from alignment.judge import judge_evaluation
+
+        judge, _ = self.judge()
+        if judge is not None:
+            judge_evaluation(judge, evaluation, progress=progress, seed=self.seed)
+        class_runs = self.class_runs()
+        on_class = [m for m in evaluation.get("models") or {} if m != "base" and (
+            runs is None or (m in runs and m in class_runs and runs[m].path == class_runs[m].path))]
+        students_evaluation(evaluation, self.arena.votes(), on_class, seed=self.seed)
+        return evaluation
+
     # ------------------------------------------------------------------------------------------ report (app)
     def build_report(self, progress=None, user: str | None = None, runs: dict | None = None) -> dict:
         """Evaluate the chosen runs (``runs``: ``{method: run key}`` picks over the class models) and write the
@@ -887,7 +941,10 @@ class AlignmentComparisonManager:
         share = 0.95  # writing the JSON files and five HTML plots takes a few seconds of the report's time
         evaluation = self.pool.run(  # on the model thread, as every forward pass of the server (ModelPool.run)
             self.evaluate_alignment_methods, progress=(lambda f, d: progress(share * f, d)) if progress else False,
-            runs=picked)
+            runs=picked, judge_and_votes=False)
+        # the LLM judge waits on the network, not on the model: off the model thread, so Compare keeps answering
+        self.add_judge_and_students(evaluation, picked, (lambda d, t: progress(
+            share, f"LLM judge: pair {d} of {t} (both orders)")) if progress else None)
         if progress:
             progress(share, "writing the report files and plots")
         owner = None if self.is_teacher(user) else user
@@ -898,10 +955,11 @@ class AlignmentComparisonManager:
         import gradio as gr
 
         from ui.annotate_tab import create_annotate_tab
+        from ui.common import remember_name
 
         with gr.Blocks(title="Preference annotation") as demo:
             tab = create_annotate_tab(self)
-            demo.load(tab["fill_identity"], None, tab["annotator"], api_visibility="private")
+            remember_name(demo, [tab["annotator"]])  # the login, or the typed name kept in the browser
         return demo
 
     def create_comparison_demo(self):
@@ -909,10 +967,11 @@ class AlignmentComparisonManager:
         import gradio as gr
 
         from ui.compare_tab import create_compare_tab
+        from ui.common import remember_name
 
         with gr.Blocks(title="Model comparison") as demo:
             tab = create_compare_tab(self)
-            demo.load(tab["fill_identity"], None, tab["voter"], api_visibility="private")
+            remember_name(demo, [tab["voter"]])  # the login, or the typed name kept in the browser
         return demo
 
 
@@ -983,6 +1042,9 @@ def parse_args(argv=None):
     p.add_argument("--max-eval-prompts", type=int)
     p.add_argument("--eval-samples", type=int, default=1,
                    help="answers per evaluation prompt and model (default 1; 4 narrows the intervals, 4x the time)")
+    p.add_argument("--reward-flaw", choices=("none", "length"), default="none",
+                   help="plant a bias in the proxy reward model's training pairs (the reward-hacking exercise): "
+                        "'length' labels the longer answer chosen in every pair; the gold reward model stays clean")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--set", nargs="*", default=[], metavar="METHOD.FIELD=VALUE",
                    help="config overrides, e.g. dpo.beta=0.2 ppo.kl_controller=adaptive all.learning_rate=5e-5")
@@ -1020,6 +1082,8 @@ def main(argv=None) -> int:
     overrides = parse_overrides(args.set)
     if args.steps:
         overrides.setdefault("all", {})["max_steps"] = args.steps
+    if args.reward_flaw != "none":
+        overrides.setdefault("reward", {})["reward_flaw"] = args.reward_flaw
     try:
         manager = AlignmentComparisonManager(args.model, args.dataset, args.output_dir, "quick" if args.quick else "classroom",
                                              overrides, args.max_pairs, args.eval_prompts, args.max_eval_prompts, args.seed,

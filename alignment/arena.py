@@ -11,6 +11,9 @@ Votes live in ``arena_votes.json`` (same atomic, locked writes as the annotation
 The leaderboard says how many votes it rests on and gives each Bradley-Terry rating a 95% bootstrap interval
 (percentile method, Efron & Tibshirani 1993: votes resampled with replacement, ratings refitted), so a class
 sees when a ranking is still a coin flip.
+
+``students_evaluation`` turns the votes into the report's evaluator ``students``: per aligned model, the
+Bradley-Terry probability that it beats base, P = p_m / (p_m + p_base), with a bootstrap interval over votes.
 """
 
 from __future__ import annotations
@@ -181,3 +184,89 @@ class ArenaRounds:
         """The models behind a round (the tests' referee)."""
         with self._lock:
             return list(self._rounds[round_id]["models"])
+
+
+def _head_to_head(votes: list[dict], model: str, other: str) -> tuple[int, int, int]:
+    """(wins, ties, losses) of ``model`` in the votes between ``model`` and ``other``."""
+    w = t = lo = 0
+    for v in votes:
+        if {v["model_a"], v["model_b"]} != {model, other}:
+            continue
+        if v["winner"] == "tie":
+            t += 1
+        elif (v["winner"] == "A") == (v["model_a"] == model):
+            w += 1
+        else:
+            lo += 1
+    return w, t, lo
+
+
+def students_evaluation(evaluation: dict, votes: list[dict], models: list[str] | None = None, base: str = "base",
+                        n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict | None:
+    """Add the students' blind-arena votes as the evaluator ``students`` to ``evaluation`` (in place).
+
+    What it computes: the Bradley-Terry model (Bradley & Terry 1952, "Rank Analysis of Incomplete Block Designs:
+    I. The Method of Paired Comparisons"), fitted to every vote as the arena's leaderboard fits it
+    (``bradley_terry``: Hunter's MM algorithm, a tie half a win each way, the 0.5-win prior), over base, the
+    evaluated models and every other voted model; per aligned model m, the predicted probability that m beats
+    base, P = p_m / (p_m + p_base) = 1 / (1 + 10^((R_base - R_m) / 400)) on the Elo scale, with a percentile
+    bootstrap interval (``n_boot`` resamples of the votes with replacement, refitted; Efron & Tibshirani 1993).
+    It uses votes between m and other models too (the model is transitive), so it is a prediction, not a count.
+
+    Not the same test as the other evaluators: the votes compare answers to the students' own prompts, not the
+    evaluation prompts, each answer sampled with its own seed; and a vote names the class model of that method at
+    the time of the vote.
+
+    Args:
+        votes: ``ArenaVotes.votes()`` records (``model_a``, ``model_b``, ``winner`` "A" / "B" / "tie").
+        models: the aligned models to rate (default every evaluated model but base): pass only those whose
+            evaluated run is the class model the votes were cast on.
+
+    Writes, per rated model with at least one vote while base has one too: ``summary["win_rate_vs_base"]
+    ["students"]`` = ``{"win_rate"`` (the BT probability), ``"ci_low"``, ``"ci_high"``, ``"half_width"``,
+    ``"level"``, ``"n"`` (votes between m and base), ``"wins"``, ``"ties"``, ``"losses"`` (of those votes),
+    ``"n_votes"`` (all votes fitted), ``"n_votes_model"`` (votes with m), ``"method"``, ``"tie_rule"``,
+    ``"description"}``; and ``evaluation["evaluators"]["students"]`` (votes, models rated, description).
+
+    Returns:
+        The ``evaluators["students"]`` entry, or None without votes (nothing is written then).
+    """
+    if not votes:
+        return None
+    evaluated = list((evaluation.get("models") or {}))
+    rated = [m for m in (models if models is not None else evaluated) if m != base and m in evaluated]
+    everyone = sorted(set(evaluated) | {base} | {v["model_a"] for v in votes} | {v["model_b"] for v in votes})
+    voted = {v["model_a"] for v in votes} | {v["model_b"] for v in votes}
+    rated = [m for m in rated if m in voted and base in voted]
+
+    def win_prob(ratings: dict, m: str) -> float:
+        return 1 / (1 + 10 ** ((ratings[base] - ratings[m]) / 400))
+
+    point = bradley_terry(votes, everyone)
+    rng = random.Random(seed)
+    fits = [bradley_terry([rng.choice(votes) for _ in votes], everyone, iters=100) for _ in range(n_boot)]
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    for m in rated:
+        boots = sorted(win_prob(f, m) for f in fits)
+        lo, hi = boots[int(lo_q * (n_boot - 1))], boots[int(math.ceil(hi_q * (n_boot - 1)))]
+        w, t, lost = _head_to_head(votes, m, base)
+        with_m = sum(m in (v["model_a"], v["model_b"]) for v in votes)
+        entry = {"win_rate": win_prob(point, m), "ci_low": lo, "ci_high": hi, "half_width": (hi - lo) / 2,
+                 "level": level, "n": w + t + lost, "wins": w, "ties": t, "losses": lost, "n_votes": len(votes),
+                 "n_votes_model": with_m, "method": "bradley_terry",
+                 "tie_rule": "a 'tie' vote counts half a win for each model, as in the arena",
+                 "description": (f"Bradley-Terry-predicted probability that {m.upper()} beats base, fitted to "
+                                 f"{len(votes)} blind-arena votes ({with_m} with {m.upper()}, {w + t + lost} of them "
+                                 f"against base); the votes compare answers to the students' own prompts, not the "
+                                 "evaluation prompts")}
+        evaluation["models"][m].setdefault("summary", {}).setdefault("win_rate_vs_base", {})["students"] = entry
+    stamps = sorted(v["timestamp"] for v in votes if v.get("timestamp"))
+    info = {"trained": [], "votes": len(votes), "rated": rated, "models_fitted": everyone,
+            "not_rated": [m for m in evaluated if m != base and m not in rated],
+            "first_vote": stamps[0] if stamps else None, "last_vote": stamps[-1] if stamps else None,
+            "description": (f"the students' blind-arena votes ({len(votes)} vote{'s' * (len(votes) != 1)}) as a "
+                            "Bradley-Terry ranking (Bradley & Terry 1952): the win rate is the predicted probability "
+                            "of beating base, with a bootstrap interval over votes; the votes compare answers to the "
+                            "students' own prompts, not the evaluation prompts, and were cast on the class models")}
+    evaluation.setdefault("evaluators", {})["students"] = info
+    return info

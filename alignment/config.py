@@ -140,6 +140,10 @@ class CommonConfig:
             ``logits_to_keep``; DPO and GRPO by letting TRL's fused LM head score only labelled positions on CPU
             too (it does so only with Triton). Same numbers, about a third of the LM-head work here; False is the
             benchmark's unoptimised baseline.
+        film_strip_every: policies (DPO, PPO, GRPO) answer ``film_strip_prompts`` fixed evaluation prompts before
+            the first step and every this many steps, scored by the proxy and gold reward models and the rules
+            (``alignment.trainers.film_strip``; about 3 s a frame here). 0 turns it off.
+        film_strip_prompts: prompts per film-strip frame, spread over the categories.
     """
 
     # Inclusive bounds of every numeric setting a student can set (browser, API or --set). They keep one job
@@ -150,6 +154,7 @@ class CommonConfig:
         "max_steps": (1, 300), "learning_rate": (1e-7, 0.1), "batch_size": (1, 32), "lora_r": (1, 64),
         "lora_alpha": (1, 256), "max_prompt_length": (16, 512), "max_completion_length": (4, 256),
         "seed": (0, 2**31 - 1), "logging_steps": (1, 300), "missing_eos_penalty": (0.0, 10.0),
+        "film_strip_every": (0, 300), "film_strip_prompts": (1, 32),
     }
 
     max_steps: int = field(default=30, metadata=_setting("max_steps"))
@@ -165,6 +170,8 @@ class CommonConfig:
     bf16: bool = True
     missing_eos_penalty: float | None = 1.0
     response_logits_only: bool = True
+    film_strip_every: int = 10
+    film_strip_prompts: int = 8
 
     def __post_init__(self) -> None:
         _check_types_and_bounds(self)
@@ -199,14 +206,25 @@ class RewardModelConfig(CommonConfig):
             split in two disjoint halves, the proxy reward model (the one PPO and GRPO optimise) learns from one,
             the gold one from the other, and only the evaluation uses the gold one (``gold/`` in the run
             directory). False: one reward model on every training pair.
+        reward_flaw: a bias planted in the proxy reward model's training pairs for the reward-hacking exercise
+            (``alignment.data.flaws``): ``"none"``, or ``"length"`` (in every pair the longer answer is labelled
+            chosen, the length bias Singhal et al. 2023 found in real preference data). The gold reward model
+            always learns from clean pairs, and the held-out accuracy is measured on clean pairs.
     """
 
     BOUNDS = {"center_rewards_coefficient": (0.0, 10.0)}
+    FLAWS = ("none", "length")  # alignment.data.flaws.FLAWS
 
     learning_rate: float = field(default=5e-4, metadata=_setting("learning_rate"))
     batch_size: int = field(default=4, metadata=_setting("batch_size"))
     center_rewards_coefficient: float | None = 0.01
     gold_model: bool = True
+    reward_flaw: str = "none"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.reward_flaw in self.FLAWS,
+               f"reward_flaw must be one of {', '.join(self.FLAWS)}, got {self.reward_flaw!r}")
 
 
 @dataclass

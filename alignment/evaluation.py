@@ -9,7 +9,9 @@ interval, per-category means, per-sample records; per aligned model, the win rat
 (``EVALUATORS``: the reward model the run trained, ``proxy_rm``; an optional second reward model, ``gold_rm``; the
 programmatic checks of ``alignment.rules``, ``rules``) with a prompt-level bootstrap 95% interval, and the
 length-controlled win rate next to it (``alignment.stats``). With ``samples_per_prompt`` > 1 each prompt is answered
-several times, with different sampling noise per sample and the same noise for every model.
+several times, with different sampling noise per sample and the same noise for every model. The LLM judge and the
+students' arena votes are added to an evaluation afterwards, when available (``alignment.judge.judge_evaluation``,
+``alignment.arena.students_evaluation``).
 """
 
 from __future__ import annotations

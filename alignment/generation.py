@@ -396,24 +396,3 @@ class RewardScorer:
     @property
     def __name__(self) -> str:  # TRL names reward functions by __name__ in its metrics ("rewards/<name>/mean")
         return "reward_model"
-
-
-class PenalizedReward:
-    """TRL reward function: reward-model score minus ``penalty`` for completions without EOS, so that GRPO and
-    PPO optimise the same reward.
-
-    TRL passes ``completion_ids`` cut after the first EOS (EOS included), so a completion ended if its last id is
-    EOS. ``bf16`` scores under bfloat16 autocast (``RewardScorer.score``).
-    """
-
-    __name__ = "reward_model"
-
-    def __init__(self, scorer: RewardScorer, eos_token_id: int, penalty: float | None, bf16: bool = False):
-        self.scorer, self.eos_token_id, self.penalty, self.bf16 = scorer, eos_token_id, penalty, bf16
-
-    def __call__(self, prompts, completions, completion_ids=None, **kwargs) -> list[float]:
-        scores = torch.tensor(self.scorer(prompts, completions, bf16=self.bf16))
-        if completion_ids is None:
-            return scores.tolist()
-        has_eos = torch.tensor([bool(ids) and ids[-1] == self.eos_token_id for ids in completion_ids])
-        return apply_missing_eos_penalty(scores, has_eos, self.penalty).tolist()

@@ -314,3 +314,51 @@ def comparison_markdown() -> str:
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in COMPARISON_TABLE]
     return "\n".join(lines)
 
+
+
+# ----------------------------------------------------------------------------- reward over-optimisation
+OVEROPTIMIZATION = {
+    "title": "Reward over-optimisation: when the score stops meaning what people want",
+    "summary": (
+        "A reward model is a *proxy*: it learnt from a few hundred comparisons, with their biases. PPO and GRPO "
+        "push the policy toward whatever the proxy scores high, including its mistakes (Goodhart's law: a measure "
+        "that becomes a target stops being a good measure). Gao et al. 2023 trained policies against a proxy "
+        "reward model and watched a *gold* one nobody trained against: as the policy moves away from where it "
+        "started, the proxy score keeps climbing while the gold score rises, peaks and falls. They fit the gold "
+        "score of RL-trained policies as a function of the distance $d$ from the initial policy:"),
+    "formula": (r"d = \sqrt{D_{KL}\big(\pi \,\|\, \pi_{init}\big)} \qquad "
+                r"R_{gold}(d) = d\,\big(\alpha - \beta \log d\big)"),
+    "source": ("Gao, Schulman and Hilton 2023, \"Scaling Laws for Reward Model Overoptimization\", Sec. 3 (the RL "
+               "functional form); length as the bias reward models pick up: Singhal et al. 2023, \"A Long Way to "
+               "Go: Investigating Length Correlations in RLHF\"; the KL penalty that limits it: Ziegler et al. "
+               "2019, Sec. 2.2"),
+    "in_the_app": (
+        "**What this app shows.** The reward run trains two reward models on disjoint halves of the pairs: the "
+        "*proxy* (PPO and GRPO optimise it) and the *gold* one (only watched). Every policy run keeps a **film "
+        "strip**: before its first step and every 10 steps it answers the same 8 evaluation prompts, scored by "
+        "the proxy, the gold reward model and the rules (exact checks, no model), with the KL to base "
+        "(`film_strip.jsonl` in the run directory). PPO and GRPO also log the gold score of every rollout "
+        "(`gold/scores`, next to `objective/raw_scores`). The Train tab's film strip and the Report's "
+        "over-optimisation chart draw the change of each score against the KL.\n\n"
+        "**The exercise.**\n"
+        "1. **4 · Train**: method *Reward model*, *Planted reward flaw*: **length** (in every pair the longer "
+        "answer is labelled chosen, as if the annotators liked long answers). Its held-out accuracy, measured on "
+        "clean pairs, drops: the flaw is visible before any policy is trained.\n"
+        "2. Train **PPO** and then **GRPO**: they optimise your newest reward model, the flawed one.\n"
+        "3. Open the film strip: expect the proxy line to climb with the KL and the answers to get longer, while "
+        "the gold and rules lines stay flat or fall. DPO learns from the pairs, not from the proxy: its frames "
+        "are the control.\n"
+        "4. **6 · Report** with your runs: compare the proxy-RM and the gold-RM win rates; the report names the "
+        "planted flaw in its caveats.\n\n"
+        "**Discuss.** Why does a larger KL coefficient (beta) delay the fall? Why can a bigger or better reward "
+        "model only delay it, not remove it (Gao et al.'s scaling laws)? Which of your own annotation habits "
+        "could a reward model learn as a flaw?"),
+}
+
+
+def overoptimization_markdown(delimiter: str = "$$") -> str:
+    """The over-optimisation lesson as Markdown: explanation, Gao et al.'s functional form, sources, what the app
+    shows and the reward-hacking exercise (the Learn tab and the notebook)."""
+    o = OVEROPTIMIZATION
+    return (f"{o['summary']}\n\n{delimiter}\n{o['formula']}\n{delimiter}\n\n*Source: {o['source']}.*\n\n"
+            f"{o['in_the_app']}")

@@ -39,6 +39,15 @@ def load_reward_scorer(session, adapter: str | Path):
                         max_length=cfg.max_prompt_length + cfg.max_completion_length + 16)
 
 
+def gold_adapter(reward_adapter: str | Path | None) -> Path | None:
+    """The gold reward model's adapter beside a reward run's ``adapter`` (``<run>/gold/adapter``), or None when that
+    run trained none (``RewardModelConfig.gold_model``)."""
+    if not reward_adapter:
+        return None
+    gold = Path(reward_adapter).parent / "gold" / "adapter"
+    return gold if (gold / "adapter_config.json").is_file() else None
+
+
 def train_run(session, method: str, cfg, data: dict, run_dir: str | Path, *, reward_adapter=None, reward_scorer=None,
               stop_event=None, on_progress=None, description: dict | None = None) -> dict:
     """Train ``method`` with ``cfg`` on ``data["train"]`` into ``run_dir``; a failure is recorded there and re-raised.
@@ -48,7 +57,8 @@ def train_run(session, method: str, cfg, data: dict, run_dir: str | Path, *, rew
         cfg: the resolved, validated config (``session.config_for``); written to ``config.json`` as trained.
         data: ``Session.load_data`` output.
         reward_adapter / reward_scorer: the reward model PPO and GRPO optimise (a run's adapter directory, or a
-            loaded ``RewardScorer``); ignored by the others.
+            loaded ``RewardScorer``); DPO's film strip is scored by it when given. The gold reward model beside
+            ``reward_adapter`` (``gold_adapter``) scores PPO's and GRPO's rollouts and the film strips.
         stop_event, on_progress: see ``RunContext``.
         description: extra ``config.json`` entries (owner, dataset choice, job id).
 
@@ -64,10 +74,17 @@ def train_run(session, method: str, cfg, data: dict, run_dir: str | Path, *, rew
                       "dataset": data["load_report"], "train_pairs": len(data["train"]), **(description or {})})
     model = None
     try:
-        if spec.needs_reward_model and reward_scorer is None:
+        gold_scorer = None
+        watch = spec.is_policy and cfg.film_strip_every > 0  # DPO's film strip is scored when a reward run exists
+        if reward_scorer is None and (spec.needs_reward_model or (watch and reward_adapter)):
             ctx.phase("loading the reward model")
             reward_scorer = load_reward_scorer(session, Path(reward_adapter or "missing"))
-        inputs = TrainInputs(session.source, session.tokenizer, data["train"], data["heldout"], reward_scorer)
+        gold = gold_adapter(reward_adapter)
+        if spec.is_policy and gold is not None:
+            ctx.phase("loading the gold reward model")
+            gold_scorer = load_reward_scorer(session, gold)
+        inputs = TrainInputs(session.source, session.tokenizer, data["train"], data["heldout"], reward_scorer,
+                             gold_scorer, data.get("eval_prompts") or [])
         model, extra = spec.train(cfg, inputs, ctx)
         if model is not None:
             if ctx.stopped_early:  # Stop should end the run now: a stopped run keeps its adapter and metrics

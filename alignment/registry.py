@@ -16,14 +16,17 @@ from .config import CONFIG_CLASSES, METHODS
 
 @dataclass(frozen=True)
 class TrainInputs:
-    """What a trainer reads: the model source and tokenizer, the fitted training and held-out pairs, and the
-    trained reward model's scorer (``alignment.generation.RewardScorer``; None for methods that do not need it)."""
+    """What a trainer reads: the model source and tokenizer, the fitted training and held-out pairs, the trained
+    reward model's scorer (``alignment.generation.RewardScorer``; None when no reward run exists, required by PPO
+    and GRPO), the gold reward model's scorer (None without one) and the evaluation prompts (the film strip's)."""
 
     source: object
     tokenizer: object
     train: list
     heldout: list
     reward_scorer: object = None
+    gold_scorer: object = None
+    eval_prompts: list = ()
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,18 @@ def _reward(cfg, inputs: TrainInputs, ctx):
     from .trainers import train_reward_model
     from .trainers.common import RunContext
 
-    if not cfg.gold_model:
-        _, extra = train_reward_model(cfg, inputs.source, inputs.tokenizer, inputs.train, inputs.heldout, ctx)
-        return None, extra
-    proxy_rows, gold_rows = split_for_gold(inputs.train, cfg.seed)
+    from .data.flaws import plant_flaw
+
+    proxy_rows, gold_rows = split_for_gold(inputs.train, cfg.seed) if cfg.gold_model else (inputs.train, None)
+    proxy_rows, relabelled = plant_flaw(proxy_rows, cfg.reward_flaw)  # the gold model's half stays clean
     _, extra = train_reward_model(cfg, inputs.source, inputs.tokenizer, proxy_rows, inputs.heldout, ctx)
     extra["train_pairs"] = len(proxy_rows)
+    if cfg.reward_flaw != "none":
+        extra["reward_flaw"] = {"flaw": cfg.reward_flaw, "relabelled_pairs": relabelled, "train_pairs": len(proxy_rows),
+                                "note": "planted in the proxy reward model's training pairs only; the gold reward "
+                                        "model and the held-out accuracy use clean pairs"}
+    if gold_rows is None:
+        return None, extra
     if ctx.should_stop():
         return None, extra
     ctx.phase("training the gold reward model")  # Gao et al. 2023: a second judge nobody was trained on
@@ -81,22 +90,37 @@ def _reward(cfg, inputs: TrainInputs, ctx):
     return None, extra
 
 
+def film_strip(cfg, inputs: TrainInputs, ctx):
+    """The run's ``FilmStrip`` (``alignment.trainers.film_strip``): ``cfg.film_strip_prompts`` evaluation prompts
+    every ``cfg.film_strip_every`` steps at the run's temperature and length, watched by the proxy and gold reward
+    models of ``inputs``."""
+    from .trainers.film_strip import FilmStrip, Referees, pick_prompts
+
+    return FilmStrip(ctx.run_dir, inputs.tokenizer, pick_prompts(list(inputs.eval_prompts), cfg.film_strip_prompts),
+                     Referees(inputs.reward_scorer, inputs.gold_scorer), every=cfg.film_strip_every,
+                     max_new_tokens=cfg.max_completion_length, temperature=getattr(cfg, "temperature", 0.7),
+                     seed=cfg.seed)
+
+
 def _dpo(cfg, inputs: TrainInputs, ctx):
     from .trainers import train_dpo
 
-    return train_dpo(cfg, inputs.source, inputs.tokenizer, inputs.train, ctx), {}
+    return train_dpo(cfg, inputs.source, inputs.tokenizer, inputs.train, ctx,
+                     film_strip=film_strip(cfg, inputs, ctx)), {}
 
 
 def _ppo(cfg, inputs: TrainInputs, ctx):
     from .trainers import train_ppo
 
-    return train_ppo(cfg, inputs.source, inputs.tokenizer, inputs.train, inputs.reward_scorer, ctx), {}
+    return train_ppo(cfg, inputs.source, inputs.tokenizer, inputs.train, inputs.reward_scorer, ctx,
+                     gold_scorer=inputs.gold_scorer, film_strip=film_strip(cfg, inputs, ctx)), {}
 
 
 def _grpo(cfg, inputs: TrainInputs, ctx):
     from .trainers import train_grpo
 
-    return train_grpo(cfg, inputs.source, inputs.tokenizer, inputs.train, inputs.reward_scorer, ctx), {}
+    return train_grpo(cfg, inputs.source, inputs.tokenizer, inputs.train, inputs.reward_scorer, ctx,
+                      gold_scorer=inputs.gold_scorer, film_strip=film_strip(cfg, inputs, ctx)), {}
 
 
 REGISTRY: dict[str, MethodSpec] = {

@@ -1,11 +1,14 @@
 """The three report files, plus plotly charts.
 
 - ``alignment_comparison_report.json``: setup, dataset statistics, per-method training metrics and time,
-  evaluation summary per model (win rates vs base per evaluator: ``proxy_rm``, ``gold_rm``, ``rules``, with the
-  length-controlled win rate next to the raw one), caveats, recommendations derived from the numbers;
+  evaluation summary per model (win rates vs base per evaluator: ``proxy_rm``, ``gold_rm``, ``rules``, and when
+  available the LLM ``judge`` and the ``students``' arena votes, with the length-controlled win rate next to the raw
+  one), caveats, recommendations derived from the numbers;
 - ``evaluation_results.json``: per-model, per-prompt detail;
 - ``final_summary.json``: artifacts and what was learned;
-- ``plots/*.html``: training curves, mean reward by model, reward vs KL, length vs reward, per-category bars.
+- ``plots/*.html``: training curves, mean reward by model, reward vs KL, length vs reward, per-category bars, the
+  reward-vs-KL frontier of the final models per evaluator, and the over-optimisation curves (proxy, gold and rules
+  scores against KL while training, from each run's film strip).
 
 All JSON is strict (NaN/inf become null).
 """
@@ -44,8 +47,11 @@ def training_summary(method: str, history: list[dict]) -> dict:
 POLICIES = ("dpo", "ppo", "grpo")
 REWARD_OPTIMISERS = ("ppo", "grpo")  # trained to maximise the very reward model the evaluation scores with
 
-EVALUATORS = ("proxy_rm", "gold_rm", "rules")  # alignment.evaluation.EVALUATORS, in the order shown
-EVALUATOR_LABELS = {"proxy_rm": "proxy RM", "gold_rm": "gold RM", "rules": "rules"}
+# alignment.evaluation.EVALUATORS, then the LLM judge (alignment.judge.judge_evaluation) and the students' arena
+# votes (alignment.arena.students_evaluation), in the order shown
+EVALUATORS = ("proxy_rm", "gold_rm", "rules", "judge", "students")
+EVALUATOR_LABELS = {"proxy_rm": "proxy RM", "gold_rm": "gold RM", "rules": "rules", "judge": "LLM judge",
+                    "students": "students"}
 
 HEADLINE_COLUMNS = ["model", "mean reward", "KL to base [95% CI]", "length", "EOS rate",
                     *(f"win vs base: {EVALUATOR_LABELS[e]} [95% CI]" for e in EVALUATORS),
@@ -108,6 +114,30 @@ def proxy_caveat(evaluated: list[str], shown: list[str] = EVALUATORS) -> str:
             + compare)
 
 
+def judge_caveat(info: dict) -> str:
+    """The caveat that goes with the ``judge`` win rates (``info``: ``evaluators["judge"]``): which model judged,
+    that LLM judges favour longer answers and the first position (Zheng et al. 2023, Sec. 3.3; both orders were
+    asked, a disagreement is a tie), and what the judging cost in requests, failures included."""
+    text = (f"The LLM judge is {info.get('model', 'unknown')} ({info.get('server', '?')}): LLM judges favour longer "
+            "answers (verbosity bias) and a position (each pair was judged in both orders, a disagreement counted "
+            "as a tie; Zheng et al. 2023); read its length-controlled win rate (length_controlled) next to the raw "
+            f"one. It cost {info.get('requests', '?')} requests, {info.get('failed_requests', '?')} failed")
+    if info.get("failed_pairs"):
+        text += f"; {info['failed_pairs']} pair{'s' * (info['failed_pairs'] != 1)} got no verdict and are left out"
+    return text + "."
+
+
+def students_caveat(info: dict) -> str:
+    """The caveat that goes with the ``students`` win rates (``info``: ``evaluators["students"]``)."""
+    n = info.get("votes", 0)
+    text = (f"The students' win rates are Bradley-Terry predictions from {n} blind-arena vote{'s' * (n != 1)} (the "
+            "probability of beating base, interval from resampling the votes), on answers to the students' own "
+            "prompts, not the evaluation prompts, cast on the class models")
+    if info.get("not_rated"):
+        text += "; not rated: " + ", ".join(m.upper() for m in info["not_rated"]) + " (no votes, or not a class model)"
+    return text + "."
+
+
 def budget_caveats(methods: dict, evaluated: list[str]) -> list[str]:
     """Warnings that make a comparison of ``evaluated`` policies unfair or partial, from each run's run_info
     (``status``, ``steps_done``, ``total_steps``): a run that did not complete its budget, policies trained for
@@ -139,9 +169,9 @@ def budget_caveats(methods: dict, evaluated: list[str]) -> list[str]:
 def headline_rows(report: dict) -> list[list]:
     """The report's headline table, one row per evaluated model, columns ``HEADLINE_COLUMNS``: mean reward (proxy
     RM), KL to base (nats/response) with its 95% interval, mean length (tokens), EOS rate, the win rate vs base of
-    each evaluator (proxy RM, gold RM, rules; ties count half) and the length-controlled proxy-RM win rate, each
-    with its 95% interval ("-" where an evaluator did not run), then the run's steps done / budget, status and
-    training time (s). Base was not trained: its steps and status are "-" and "reference"."""
+    each evaluator (proxy RM, gold RM, rules, LLM judge, students; ties count half) and the length-controlled
+    proxy-RM win rate, each with its 95% interval ("-" where an evaluator did not run), then the run's steps done /
+    budget, status and training time (s). Base was not trained: its steps and status are "-" and "reference"."""
     def num(v, digits=3):
         return "-" if v is None else f"{v:.{digits}f}"
 
@@ -188,7 +218,7 @@ def evaluator_findings(evaluation: dict) -> list[str]:
                      f"{s['mean_length_tokens']:.1f} tokens per answer")
             if base_len is not None:
                 text += f" vs base {base_len:.1f}"
-        proxy, independent = wr.get("proxy_rm"), [e for e in ("gold_rm", "rules") if e in wr]
+        proxy, independent = wr.get("proxy_rm"), [e for e in ("gold_rm", "rules", "judge") if e in wr]
         if proxy and independent and proxy["ci_low"] > 0.5 and all(wr[e]["ci_low"] <= 0.5 for e in independent):
             text += ("; only the proxy RM sees a win: its bias toward the policies trained on it may be the "
                      "difference")
@@ -271,6 +301,7 @@ def training_figure(method: str, history: list[dict]):
                           "objective/rlhf_reward", "reward"]),
               ("accuracy", ["accuracy", "rewards/accuracies"]),
               ("margin", ["margin"]),
+              ("proxy vs gold RM (raw scores)", ["objective/raw_scores", "gold/scores"]),
               ("KL", ["objective/kl", "kl"]),
               ("approx. KL (update)", ["policy/approxkl_avg"]),
               ("clip fractions", ["policy/clipfrac_avg", "val/clipfrac_avg", "clip_ratio/region_mean"]),
@@ -305,8 +336,9 @@ def training_figure(method: str, history: list[dict]):
 
 
 def figures(methods: dict, evaluation: dict | None) -> dict:
-    """Every report chart as a plotly ``Figure``: training curves, mean reward by model, reward vs KL,
-    length vs reward, per-category means (the last four need an evaluation)."""
+    """Every report chart as a plotly ``Figure``: training curves, mean reward by model, the reward-vs-KL frontier
+    (``frontier_figure``), length vs reward, per-category means and win rates (these need an evaluation), and the
+    over-optimisation curves (``overoptimization_figure``, from the runs' film strips)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -327,10 +359,6 @@ def figures(methods: dict, evaluation: dict | None) -> dict:
             "mean_reward": go.Figure(go.Bar(x=names, y=[s[n]["mean_reward"] for n in names],
                                             error_y=dict(array=[s[n]["reward_distribution"]["std"] for n in names])),
                                      layout=dict(title="Mean reward-model score by model (error bar: std)")),
-            "reward_vs_kl": go.Figure([go.Scatter(x=[s[n]["kl_to_base"]], y=[s[n]["mean_reward"]], mode="markers+text",
-                                                  text=[n], name=n, textposition="top center") for n in names],
-                                      layout=dict(title="Reward vs KL to base", xaxis_title="KL (nats/response)",
-                                                  yaxis_title="mean reward")),
             "length_vs_reward": go.Figure([go.Scatter(x=[x["length_tokens"] for x in models[n]["samples"]],
                                                       y=[x["reward"] for x in models[n]["samples"]], mode="markers", name=n)
                                            for n in names],
@@ -342,6 +370,10 @@ def figures(methods: dict, evaluation: dict | None) -> dict:
         })
         if any(win_rates(s[n]) for n in names):
             figs["win_rates"] = win_rate_figure(s)
+        figs["reward_vs_kl"] = frontier_figure(s)
+    curves = film_strip_curves(methods)
+    if curves:
+        figs["overoptimization"] = overoptimization_figure(curves)
     return figs
 
 
@@ -368,6 +400,85 @@ def win_rate_figure(summaries: dict):
     return fig
 
 
+def film_strip_curves(methods: dict) -> dict[str, list[dict]]:
+    """Per policy run with a film strip (``alignment.trainers.film_strip``), its frames' means in step order:
+    ``{method: [{"step", "kl", "proxy", "gold", "rules", "length_tokens"}, ...]}`` (a score is None where no such
+    referee watched)."""
+    from .trainers.film_strip import frame_means, read_film_strip
+
+    curves = {}
+    for m, info in methods.items():
+        frames = read_film_strip(info["run_dir"]) if info.get("run_dir") else []
+        if frames:
+            curves[m] = frame_means(frames)
+    return curves
+
+
+OVEROPT_PANELS = (("proxy", "proxy RM score (what PPO and GRPO optimise)"), ("gold", "gold RM score (held out)"),
+                  ("rules", "rules score (0-1)"))
+
+
+def overoptimization_figure(curves: dict[str, list[dict]]):
+    """The Gao et al. 2023 curve of each run (plotly ``Figure``): the change of the proxy score, the gold score and
+    the rules score since the run's first frame (the base policy), against the KL to base, one line per method,
+    one panel per referee (stacked, so it reads on a phone). Points are film-strip frames (the step is in the
+    hover text). ``curves``: ``film_strip_curves`` output. Over-optimisation shows as a proxy line that keeps
+    climbing while the gold and rules lines flatten or fall."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    panels = [(k, t) for k, t in OVEROPT_PANELS if any(p[0].get(k) is not None for p in curves.values() if p)]
+    panels = panels or list(OVEROPT_PANELS[:1])
+    fig = make_subplots(rows=len(panels), cols=1, subplot_titles=[f"change in {t}" for _, t in panels],
+                        vertical_spacing=0.12, shared_xaxes=True)
+    colors = {"dpo": "#1f77b4", "ppo": "#d62728", "grpo": "#2ca02c"}
+    for i, (key, _) in enumerate(panels, 1):
+        for m, pts in curves.items():
+            pts = [p for p in pts if p.get(key) is not None and p.get("kl") is not None]
+            if not pts:
+                continue
+            y0 = pts[0][key]
+            fig.add_trace(go.Scatter(x=[p["kl"] for p in pts], y=[p[key] - y0 for p in pts], mode="lines+markers",
+                                     name=m.upper(), legendgroup=m, showlegend=i == 1,
+                                     line_color=colors.get(m), text=[f"step {p['step']}" for p in pts],
+                                     hovertemplate="%{text}<br>KL %{x:.2f} nats<br>change %{y:.3f}"), row=i, col=1)
+        fig.add_hline(y=0, line_dash="dot", line_color="grey", row=i, col=1)
+    fig.update_xaxes(title_text="KL to base (nats per answer, film-strip prompts)", row=len(panels), col=1)
+    fig.update_layout(height=230 * len(panels) + 120, title=dict(
+        text="Over-optimisation (Gao et al. 2023): scores vs KL while training", x=0, xanchor="left", font_size=13),
+        legend=dict(orientation="h", x=0, y=-0.12), margin=dict(l=40, r=10, t=70, b=40))
+    return fig
+
+
+def frontier_figure(summaries: dict):
+    """Reward vs KL of the final models (plotly ``Figure``): one point per evaluated model (base at KL 0), its mean
+    score by each evaluator against its KL to base with the KL's 95% interval, one panel per evaluator; the best
+    trade-off is up and to the left. ``summaries``: ``{model: evaluation summary}``."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    evaluators = [e for e in EVALUATORS if any((s.get("mean_score") or {}).get(e) is not None
+                                               for s in summaries.values())]
+    evaluators = evaluators or ["proxy_rm"]
+    fig = make_subplots(rows=1, cols=len(evaluators), horizontal_spacing=0.08,
+                        subplot_titles=[f"mean {EVALUATOR_LABELS[e]} score" for e in evaluators])
+    for j, e in enumerate(evaluators, 1):
+        names = [n for n, s in summaries.items() if (s.get("mean_score") or {}).get(e) is not None
+                 or (e == "proxy_rm" and s.get("mean_reward") is not None)]
+        kl = [summaries[n]["kl_to_base"] for n in names]
+        fig.add_trace(go.Scatter(
+            x=kl, y=[(summaries[n].get("mean_score") or {}).get(e, summaries[n].get("mean_reward")) for n in names],
+            mode="markers+text", text=[n.upper() for n in names], textposition="top center", showlegend=False,
+            error_x=dict(type="data", symmetric=False,
+                         array=[max(0.0, (summaries[n].get("kl_ci_high") or k) - k) for n, k in zip(names, kl)],
+                         arrayminus=[max(0.0, k - (summaries[n].get("kl_ci_low") or k)) for n, k in zip(names, kl)])),
+            row=1, col=j)
+        fig.update_xaxes(title_text="KL to base (nats)", row=1, col=j)
+    fig.update_layout(title="Reward vs KL frontier of the final models (error bars: KL 95% interval)", height=380,
+                      margin=dict(l=40, r=10, t=70, b=40))
+    return fig
+
+
 def write_plots(out_dir: Path, methods: dict, evaluation: dict | None) -> list[str]:
     """``figures`` as HTML files in ``out_dir/plots`` (sharing one local ``plotly.min.js``). Returns the paths."""
     plot_dir = Path(out_dir) / "plots"
@@ -389,7 +500,8 @@ def write_reports(out_dir: Path, setup: dict, methods: dict, evaluation: dict | 
         evaluation: the output of ``alignment.evaluation.evaluate_models`` (or None if not run).
 
     The report also holds ``caveats`` (``budget_caveats``: unequal or unfinished training budgets, and
-    ``proxy_caveat`` whenever proxy-RM win rates are shown), ``scored_by`` (``scorer_note``), ``evaluators`` (who
+    ``proxy_caveat`` whenever proxy-RM win rates are shown, ``judge_caveat`` and ``students_caveat`` when those
+    evaluators ran), ``scored_by`` (``scorer_note``), ``evaluators`` (who
     trained on which evaluator, ``alignment.evaluation.evaluator_info``), ``length_controlled`` (per model: mean
     length and the length-controlled win rate per evaluator next to the raw one) and ``headline_table``
     (``{"columns", "rows"}``, ``headline_rows``), which the app shows.
@@ -420,12 +532,30 @@ def write_reports(out_dir: Path, setup: dict, methods: dict, evaluation: dict | 
     shown = [e for e in EVALUATORS if any(e in win_rates(s) for s in (eval_summary or {}).values())]
     if "proxy_rm" in shown:
         report["caveats"].append(proxy_caveat(evaluated, shown))
+    external = (evaluation or {}).get("evaluators") or {}
+    if "judge" in external:
+        report["caveats"].append(judge_caveat(external["judge"]))
+    if "students" in external:
+        report["caveats"].append(students_caveat(external["students"]))
+    flaw = (method_report.get("reward") or {}).get("reward_flaw")
+    if flaw:
+        report["caveats"].append(
+            f"The proxy reward model was trained with a planted flaw ({flaw['flaw']}: {flaw['relabelled_pairs']} of "
+            f"its {flaw['train_pairs']} pairs relabelled so the longer answer wins), on purpose, for the "
+            "reward-hacking exercise: its scores and the proxy-RM win rates reward length. Read the gold RM and the "
+            "rules, and the over-optimisation chart.")
     report["scored_by"] = scorer_note(evaluated) if evaluation else None
     report["evaluators"] = (evaluation or {}).get("evaluators")
     report["length_controlled"] = {n: {"mean_length_tokens": s.get("mean_length_tokens"), "by_evaluator": {
         e: {k: lc.get(k) for k in ("lc_win_rate", "ci_low", "ci_high", "raw_win_rate", "length_coef")}
         for e, lc in win_rates(s, "lc_win_rate_vs_base").items()}} for n, s in (eval_summary or {}).items()}
     report["headline_table"] = {"columns": HEADLINE_COLUMNS, "rows": headline_rows(report)}
+    report["overoptimization"] = {  # the film strips' means per frame (the Gao et al. curve), per policy run
+        "curves": film_strip_curves(methods),
+        "about": "Each point: a run's answers to the same fixed prompts at one step (film_strip.jsonl in its run "
+                 "directory), scored by the proxy RM, the gold RM and the rules, with the KL to base in nats. "
+                 "Over-optimisation (Gao et al. 2023) shows as a proxy score that climbs while the gold score "
+                 "and the rules fall."}
     paths = {"report": out_dir / "alignment_comparison_report.json",
              "evaluation": out_dir / "evaluation_results.json",
              "summary": out_dir / "final_summary.json"}

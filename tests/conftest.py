@@ -8,6 +8,9 @@ import shutil
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# no paid judge from a developer's .env: the environment wins over .env, and an empty key means no judge (a test
+# that wants one configures it, against a local fake server)
+os.environ["JUDGE_API_KEY"] = os.environ["OPENAI_API_KEY"] = ""
 
 from pathlib import Path  # noqa: E402
 

@@ -69,6 +69,9 @@ def test_train_compare_vote_report(served_app, client):
     st = _wait(client)
     assert st["method"] == "dpo" and st["state"] == "completed" and st["step"] == 2 and len(st["history"]) == 2
     assert st["run"].startswith("class/runs/dpo/") and any("job" in line for line in st["log_tail"])
+    frames = manager.film_strip(job=st)  # the Train tab's film strip: before step 1 and after the last step
+    assert [f["step"] for f in frames] == [0, 2] and all(a["proxy"] is not None for a in frames[-1]["answers"])
+    assert manager.film_strip_chart("dpo", frames).data
     reward = client.predict("", api_name="/training_status")["jobs"][1]
     assert reward["state"] == "completed" and reward["step"] == 3
 
@@ -179,3 +182,17 @@ def test_a_generating_request_does_not_hold_up_other_students(served_app, client
     assert time.perf_counter() - t < 3.0
     assert not job.done()  # the slow one really was still generating
     assert len(job.result(timeout=120)["responses"]) == 3
+
+
+def test_the_reward_flaw_reaches_the_job_and_is_validated(served_app, client):
+    """The Train tab's planted-flaw choice (the reward-hacking exercise) becomes the reward job's config; a flaw
+    that is not offered is refused before anything is queued."""
+    manager, _ = served_app
+    msg = client.predict("reward", "quick", *_settings(max_steps=1), "flawed", False, "length",
+                         api_name="/start_training")
+    assert "⚠️" not in msg
+    job = client.predict("flawed", api_name="/training_status")["jobs"][0]
+    assert manager.queue.get(job["id"])["spec"]["config"]["reward_flaw"] == "length"
+    with pytest.raises(Exception, match="choices|length"):
+        client.predict("reward", "quick", *_settings(max_steps=1), "flawed", False, "shorter", api_name="/start_training")
+    manager.cancel_job("flawed", job["id"])

@@ -26,3 +26,7 @@ def test_notebook_executes(tmp_path, monkeypatch):
     shown = "\n".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells if c.cell_type == "code"
                       for o in c.get("outputs", []))
     assert "def grpo_advantages" in shown and "def dpo_loss" in shown and "Shao et al. 2024" in shown
+    # the over-optimisation lesson and its exercise: a flawed reward model, PPO against it, its film strip
+    assert "Scaling Laws for Reward Model Overoptimization" in shown and "pairs relabelled" in text
+    (ppo_run,) = sorted((tmp_path / "out" / "class" / "runs" / "ppo").iterdir())[-1:]
+    assert (ppo_run / "film_strip.jsonl").read_text().count("\n") == 2  # before the first step and after the last

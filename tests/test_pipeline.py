@@ -92,6 +92,25 @@ def test_run_dirs_are_self_describing(finished_run):
     assert json.loads((manager_run(out, "dpo") / "samples.json").read_text())[0]["prompt"]
 
 
+def test_film_strips_and_gold_scores_watch_every_policy(finished_run):
+    """Every policy run answers the film-strip prompts before its first step and at its last (2 steps < 10), scored
+    by the proxy and gold reward models and the rules; PPO and GRPO log the gold score of every rollout; the report
+    carries the curves and draws them."""
+    out, _, report = finished_run
+    for method in ("dpo", "ppo", "grpo"):
+        frames = [json.loads(line) for line in (manager_run(out, method) / "film_strip.jsonl").read_text().splitlines()]
+        assert [f["step"] for f in frames] == [0, 2]
+        assert len(frames[0]["answers"]) == 8
+        assert all(a["proxy"] is not None and a["gold"] is not None and a["rules"] is not None
+                   for f in frames for a in f["answers"])
+        assert [p["step"] for p in report["overoptimization"]["curves"][method]] == [0, 2]
+    for method in ("ppo", "grpo"):
+        metrics = [json.loads(line) for line in (manager_run(out, method) / "metrics.jsonl").read_text().splitlines()]
+        assert all("gold/scores" in m and "objective/raw_scores" in m for m in metrics)
+    names = {p.rsplit("/", 1)[-1] for p in report["plots"]}
+    assert {"overoptimization.html", "reward_vs_kl.html"} <= names
+
+
 def test_same_seed_same_base_generations(finished_run):
     out, manager, _ = finished_run
     again = manager.evaluate_alignment_methods(progress=False)
@@ -103,6 +122,7 @@ def test_same_seed_same_base_generations(finished_run):
 def test_cli_end_to_end(tmp_path, capsys):
     code = class7_1.main(["--model", "tiny", "--steps", "1", "--max-pairs", "30", "--max-eval-prompts", "4",
                           "--methods", "reward", "dpo", "--output-dir", str(tmp_path), "--eval-samples", "2",
+                          "--reward-flaw", "length",
                           "--set", "all.max_completion_length=8", "all.max_prompt_length=64"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -113,6 +133,11 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert ev["samples_per_prompt"] == 2 and len(ev["models"]["dpo"]["samples"]) == 2 * 4  # 2 answers x 4 prompts
     wr = ev["models"]["dpo"]["summary"]["win_rate_vs_base"]["proxy_rm"]
     assert wr["n_prompts"] == 4 and wr["n_samples"] == 2
+    # the planted flaw: the proxy reward model learnt from relabelled pairs, and the report says so
+    report = json.loads((tmp_path / "class" / "alignment_comparison_report.json").read_text())
+    flaw = report["methods"]["reward"]["reward_flaw"]
+    assert flaw["flaw"] == "length" and 0 < flaw["relabelled_pairs"] <= flaw["train_pairs"]
+    assert any("planted flaw" in c for c in report["caveats"]) and "caveat: The proxy reward model was trained" in printed
 
 
 def test_cli_rejects_bad_settings(capsys):

@@ -11,7 +11,7 @@ import gradio as gr
 from . import data_tab, report_tab
 
 from .annotate_tab import KEYBOARD_JS, create_annotate_tab
-from .common import FREE, login
+from .common import FREE, login, name_store, remember_name
 from .compare_tab import create_compare_tab
 from .data_tab import create_data_tab
 from .learn_tab import create_learn_tab
@@ -43,6 +43,7 @@ def create_app(manager) -> gr.Blocks:
     with gr.Blocks(title="Alignment Lab: PPO, DPO and GRPO") as demo:
         gr.Markdown(f"# Alignment Lab: how language models learn human preferences\n"
                     f"Model: **{info['description']}** · outputs in `{manager.output_dir}`")
+        store = name_store()  # outside the tabs, so it is mounted (and read) when the page loads
         with gr.Tabs():
             with gr.Tab("1 · Learn", id="learn"):
                 create_learn_tab(manager)
@@ -58,12 +59,13 @@ def create_app(manager) -> gr.Blocks:
                 report = create_report_tab(manager)
         demo.load(train["on_load"], None, [train["name"], train["class_model"], train["teacher"]],
                   api_visibility="private", **FREE)
-        demo.load(train["first_view"], train["name"], [train["runs"], train["run_pick"]], api_visibility="private",
-                  **FREE)
-        demo.load(compare["run_options"], compare["voter"], list(compare["picks"].values()), api_visibility="private",
-                  **FREE)
-        for tab in (annotate, compare):  # under --auth the login is the name, read-only
-            demo.load(tab["fill_identity"], None, tab.get("annotator") or tab["voter"], api_visibility="private", **FREE)
+        # one name for Annotate, Train and the arena: the login under --auth (read-only), else the typed name, kept
+        # in this browser (the name store is made here, outside the tabs: see ui.common.name_store)
+        named = remember_name(demo, [annotate["annotator"], train["name"], compare["voter"]], store)
+        named.then(train["first_view"], train["name"], [train["runs"], train["run_pick"]], api_visibility="private",
+                   **FREE)
+        named.then(compare["run_options"], compare["voter"], list(compare["picks"].values()),
+                   api_visibility="private", **FREE)
 
         def data_view(request: gr.Request):
             return data_tab.refresh(manager, login(request))

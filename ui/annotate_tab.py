@@ -6,7 +6,8 @@ measured) or from live base-model generations for a prompt the student types. Ev
 
 Identity: under ``--auth`` the annotator is the login (``gr.Request.username``), shown and not editable; every
 handler takes it from the request, never from the page, so nobody annotates or undoes as somebody else. Without
-``--auth`` the typed name is used and the page says that names are not verified.
+``--auth`` the typed name is used, kept in the browser for the next visit (``ui.common.remember_name``), and the page
+says that names are not verified.
 
 Keyboard: 1 = A better, 2 = B better, 3 = tie, 4 = both bad, 5 = skip, n = next item, u = undo (whenever the
 focus is not in a text box or a dropdown; a clicked radio button does not block them). The page lists the keys.
@@ -18,7 +19,7 @@ import gradio as gr
 
 from alignment.annotations import StoreBusy, render_prompt
 
-from .common import FREE, error_text, fill_identity, identity, login, md_escape
+from .common import FREE, error_text, identity, login, md_escape
 
 MAX_K = 6
 CHOICES = [("A is better", "A", "ann-a"), ("B is better", "B", "ann-b"), ("Tie", "tie", "ann-tie"),
@@ -85,7 +86,8 @@ def create_annotate_tab(manager) -> dict:
                 "(Data tab → *collected annotations*).")
     with gr.Row():
         annotator = gr.Textbox(label="Your name (annotator)", placeholder="e.g. ana", scale=2, max_length=64,
-                               info="Not verified: anyone can type any name. With a login the name is your login.")
+                               info="Not verified: anyone can type any name. Kept in this browser for your next visit. "
+                                    "With a login the name is your login.")
         mode = gr.Radio(["pairwise", "ranking"], value="pairwise", label="Mode", scale=2)
         k = gr.Slider(3, MAX_K, value=4, step=1, label="Answers to rank (K)", visible=False, scale=1)
     with gr.Row():
@@ -278,7 +280,7 @@ def create_annotate_tab(manager) -> dict:
     gr.api(submit_annotation, api_name="submit_annotation", queue=False, **FREE)
     gr.api(undo_annotation, api_name="undo_annotation", **FREE)
     gr.api(annotation_stats, api_name="annotation_stats", **FREE)
-    return {"annotator": annotator, "fill_identity": fill_identity, "mode": mode, "k": k, "source": source, "own_prompt": own_prompt,
+    return {"annotator": annotator, "mode": mode, "k": k, "source": source, "own_prompt": own_prompt,
             "next": next_btn, "prompt": prompt_md, "resp_a": resp_a, "resp_b": resp_b, "status": status,
             "undo": undo, "history": history, "agreement": agreement_md, "counts": counts, "export": export_btn,
             "export_file": export_file, **{f"choice_{v}": b for (_, v, _), b in zip(CHOICES, choice_btns)}}

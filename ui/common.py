@@ -45,10 +45,66 @@ def identity(request, typed: str | None = None) -> str:
     return login(request) or (typed or "").strip()
 
 
-def fill_identity(request: gr.Request):
-    """For ``demo.load``: under ``--auth`` the login fills a name box, read-only (annotator, arena voter)."""
-    user = login(request)
-    return gr.update(value=user, interactive=False, info="Your login.") if user else gr.update()
+# Without --auth the name a student types is kept in their browser (gr.BrowserState: localStorage, encrypted
+# with ``secret``) and fills every name box again on their next visit. Fixed key and secret, so a restart of the
+# server does not forget it (with a random secret, Gradio's default, an old value can no longer be decrypted);
+# the secret is sent to every browser in the page's config anyway: it hides nothing, and a name is no secret.
+NAME_STORAGE_KEY = "alignment-lab-name"
+NAME_SECRET = "alignment-lab-name-v1"
+NAME_MAX = 64  # the name boxes' max_length
+
+
+def name_store() -> gr.BrowserState:
+    """The typed name in this browser's localStorage, as ``{"name": ...}`` (a dict, so that an emptied name is
+    stored too: BrowserState does not write a falsy value). Create it OUTSIDE any ``gr.Tab`` or closed
+    ``gr.Accordion``: Gradio renders those lazily, and a BrowserState that is not mounted when the page loads
+    neither reads its stored value (``demo.load`` gets the default) nor writes one."""
+    return gr.BrowserState({"name": ""}, storage_key=NAME_STORAGE_KEY, secret=NAME_SECRET)
+
+
+def saved_name(saved) -> str:
+    """The name in a ``name_store`` value (whatever the browser sent: a dict, a string, junk), trimmed."""
+    name = saved.get("name") if isinstance(saved, dict) else saved
+    return name.strip()[:NAME_MAX] if isinstance(name, str) else ""
+
+
+def restore_names(n: int):
+    """For ``demo.load`` with the name store as input and ``n`` name boxes as outputs: under ``--auth`` the login
+    fills them, read-only (the stored name is ignored); without it the name kept in this browser, if any."""
+
+    def restore(saved, request: gr.Request):
+        user = login(request)
+        name = saved_name(saved)  # one update per box: Gradio consumes an update dict as it applies it
+        if user:
+            return [gr.update(value=user, interactive=False, info="Your login.") for _ in range(n)]
+        return [gr.update(value=name) if name else gr.update() for _ in range(n)]
+
+    return restore
+
+
+# A change the student made: the focus is in a text field holding the new value. Changes the page makes (the
+# name restored at load, the login under --auth, the copies below) happen with the focus elsewhere, or change
+# nothing further. (Gradio 6.31's Textbox "input" event is no help: it fires on keypress only, so not on a paste,
+# Backspace or Delete, nor on Playwright's fill().)
+def _typed_js(copies: int) -> str:
+    """js for a name box's change: ``copies`` copies of the name, then the store's value; nothing (no output
+    changes) unless the student made the change."""
+    return ("(v) => { const el = document.activeElement;"
+            " if (!el || !['INPUT', 'TEXTAREA'].includes(el.tagName) || el.value !== v) return;"
+            " return [" + "v, " * copies + "{name: v}]; }")
+
+
+def remember_name(demo: gr.Blocks, boxes: list, store=None):
+    """One name for the whole page, kept in the browser without ``--auth``: when the student changes any of
+    ``boxes``, the others and ``store`` get the name (in the browser, no server call); on page load
+    ``restore_names`` fills the boxes (the login under ``--auth``: then the boxes are read-only and nothing is
+    stored). Returns the load event, for ``.then`` events that read a name box at page load. ``store``: a
+    ``name_store()`` made outside any tab (default: one made here, so then call this outside the tabs)."""
+    store = store if store is not None else name_store()
+    for i, box in enumerate(boxes):
+        others = boxes[:i] + boxes[i + 1:]
+        box.change(None, box, [*others, store], js=_typed_js(len(others)))
+    return demo.load(restore_names(len(boxes)), store, boxes, api_visibility="private", **FREE)
 
 
 def error_text(exc: BaseException) -> str:

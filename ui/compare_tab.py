@@ -15,7 +15,7 @@ import gradio as gr
 import difflib
 import html
 
-from .common import FREE, MODEL, error_text, fill_identity, fmt, identity
+from .common import FREE, MODEL, error_text, fmt, identity
 
 MODELS = ["base", "dpo", "ppo", "grpo"]
 
@@ -244,6 +244,6 @@ def create_compare_tab(manager) -> dict:
     gr.api(arena_vote, api_name="arena_vote", **FREE)
     return {"example": example, "prompt": prompt, "go": go, "table": table, **{f"answer_{m}": b for m, b in boxes.items()},
             "arena_go": arena_go, "answer_1": ans1, "answer_2": ans2, "vote_1": v1, "vote_tie": vt, "vote_2": v2,
-            "reveal": reveal, "leaderboard": board, "voter": voter_name, "fill_identity": fill_identity,
+            "reveal": reveal, "leaderboard": board, "voter": voter_name,
             "judge": judge_go, "judge_table": judge_table, "picks": picks, "refresh": refresh,
             "run_options": run_options}

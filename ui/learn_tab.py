@@ -12,7 +12,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from alignment.lessons import LESSONS, comparison_markdown, lesson_excerpt_code, lesson_formula_markdown, worked_example
+from alignment.lessons import (LESSONS, OVEROPTIMIZATION, comparison_markdown, lesson_excerpt_code,
+                               lesson_formula_markdown, overoptimization_markdown, worked_example)
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "class7_code.ipynb"
@@ -57,6 +58,9 @@ def create_learn_tab(manager) -> dict:
             comps[f"{lesson.key}_worked"] = gr.Markdown(
                 f"**Worked number.** {worked_example(lesson)['text']}\n\n{lesson.notes}", latex_delimiters=LATEX,
                 elem_classes=["learn-formula"], elem_id=f"learn-{lesson.key}-worked")
+    with gr.Accordion(OVEROPTIMIZATION["title"], open=False, elem_id="learn-overoptimization"):
+        comps["overoptimization"] = gr.Markdown(overoptimization_markdown(), latex_delimiters=LATEX,
+                                                elem_classes=["learn-formula"], elem_id="learn-overoptimization-text")
     comps["comparison"] = gr.Markdown("## The methods side by side\n" + comparison_markdown(),
                                       elem_classes=["learn-compare"], elem_id="learn-compare")
     gr.Markdown("### Go further\nThe notebook walks through the same pipeline step by step in code: download it "

@@ -2,7 +2,8 @@
 
 One progress bar (on the status line only), fed per batch by the evaluation with the phase named; a headline
 table with each method's steps done / budget and status and its win rate vs base by every evaluator (proxy RM,
-gold RM, rules) with the length-controlled one; the evaluators and who was trained on which; the caveats that limit
+gold RM, rules, and when available the LLM judge and the students' arena votes, side by side) with the
+length-controlled one; the evaluators and who was trained on which; the caveats that limit
 the comparison (unequal or unfinished budgets, the proxy reward model's bias) above the findings; report files
 downloadable by their name as well as their size (``REPORT_CSS``).
 """
@@ -13,12 +14,13 @@ import json
 
 import gradio as gr
 
-from alignment.report import EVALUATOR_LABELS, HEADLINE_COLUMNS
+from alignment.report import EVALUATOR_LABELS, HEADLINE_COLUMNS, headline_rows
 
 from .common import FREE, REPORT, error_text, login, md_escape
 
 FILES = ("alignment_comparison_report.json", "evaluation_results.json", "final_summary.json")
-PLOTS = ("win_rates", "mean_reward", "reward_vs_kl", "length_vs_reward", "per_category", "training_curves")
+PLOTS = ("win_rates", "mean_reward", "reward_vs_kl", "length_vs_reward", "per_category", "training_curves",
+         "overoptimization")
 HEADERS = HEADLINE_COLUMNS
 
 # Scoped to the tab's elem_classes. Gradio 6.31's gr.File links only the size ("1.2 KB ⇣") and leaves the name as
@@ -75,7 +77,10 @@ def _status_text(report: dict) -> str:
 def _view(manager, report: dict, user=None):
     """The tab's outputs for ``user``'s report (in their workspace; the class's for a teacher)."""
     figs = manager.report_figures(user)
-    rows = (report.get("headline_table") or {}).get("rows") or []
+    table = report.get("headline_table") or {}
+    rows = table.get("rows") or []
+    if table and table.get("columns") != HEADERS:  # written before the columns changed (e.g. judge, students)
+        rows = headline_rows(report)
     folder = manager.report_dir(user)
     files = [str(folder / f) for f in FILES if (folder / f).is_file()]
     return [_status_text(report), rows, files, *[figs.get(p) for p in PLOTS]]
@@ -103,11 +108,12 @@ def create_report_tab(manager) -> dict:
                     elem_id="report-files", elem_classes=["report-files"])
     p_win = gr.Plot(label="Win rate vs base by evaluator")
     with gr.Row():
-        p_reward, p_kl = gr.Plot(label="Mean reward by model"), gr.Plot(label="Reward vs KL")
+        p_reward, p_kl = gr.Plot(label="Mean reward by model"), gr.Plot(label="Reward vs KL frontier")
     with gr.Row():
         p_len, p_cat = gr.Plot(label="Length vs reward"), gr.Plot(label="Per category")
+    p_over = gr.Plot(label="Over-optimisation: proxy, gold and rules scores vs KL while training (film strips)")
     p_curves = gr.Plot(label="Training curves")
-    plots = [p_win, p_reward, p_kl, p_len, p_cat, p_curves]
+    plots = [p_win, p_reward, p_kl, p_len, p_cat, p_curves, p_over]
 
     def on_build(request: gr.Request, *chosen, progress=gr.Progress()):
         user = login(request)

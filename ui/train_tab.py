@@ -133,6 +133,20 @@ def _runs_table(manager, user) -> list[list]:
              r.get("train_time_s", "-"), r.get("error", "") or "", r["key"]] for r in manager.list_runs(user)]
 
 
+FILM_HEADERS = ["step", "category", "prompt", "answer", "proxy RM", "gold RM", "rules", "KL (nats)", "tokens"]
+
+
+def film_rows(frames: list[dict], limit: int = 40) -> list[list]:
+    """The film strip as table rows, newest frame first (at most ``limit`` rows); a missing score shows "-"."""
+    def num(v, digits=2):
+        return "-" if v is None else round(v, digits)
+
+    rows = [[f["step"], a.get("category") or "", a["prompt"] if isinstance(a["prompt"], str) else "(conversation)",
+             a["response"], num(a.get("proxy")), num(a.get("gold")), num(a.get("rules")), num(a.get("kl")),
+             a.get("length_tokens")] for f in reversed(frames) for a in f.get("answers", [])]
+    return rows[:limit]
+
+
 def create_train_tab(manager) -> dict:
     gr.Markdown("## Train\nEvery training joins the class's queue (fair: one job per student in turn) and runs in "
                 "its own process; your runs go to your own workspace, and nobody else's run replaces yours. The "
@@ -147,6 +161,11 @@ def create_train_tab(manager) -> dict:
     with gr.Row():
         fields = {n: gr.Number(value=defaults[n], label=n.replace("_", " "), info=HELP[n],
                                visible=defaults[n] is not None, elem_id=f"train-{n}") for n in SETTINGS}
+    flaw = gr.Dropdown([("none: clean pairs", "none"), ("length: the longer answer always wins", "length")],
+                       value="none", label="Planted reward flaw (the reward-hacking exercise)", elem_id="train-flaw",
+                       info="The proxy reward model learns from pairs with this bias; the gold one stays clean. Then "
+                            "train PPO or GRPO on it and watch the film strip: the proxy score climbs while the gold "
+                            "score and the rules fall (Learn tab: reward over-optimisation).")
     with gr.Row():
         class_model = gr.Checkbox(False, label="Train a class model (teachers: everybody compares against it)",
                                   visible=False, elem_id="train-class-model")
@@ -169,6 +188,14 @@ def create_train_tab(manager) -> dict:
                                             "failed"], value=[], wrap=True)
     gr.Markdown("### Runs (the class's and mine)")
     runs = gr.Dataframe(headers=["method", "status", "steps", "seconds", "error", "run"], value=[], wrap=True)
+    with gr.Accordion("Film strip: the same prompts answered every few steps (over-optimisation)", open=False,
+                      elem_id="train-film"):
+        gr.Markdown("Every 10 steps the policy answers the same 8 evaluation prompts. The proxy reward model (the "
+                    "one PPO and GRPO optimise), the gold reward model (trained on other pairs, never optimised) "
+                    "and the rules score each answer; KL is in nats from the base model. A proxy score that climbs "
+                    "while gold and rules fall is reward over-optimisation (Gao et al. 2023).")
+        film_chart = gr.Plot(label="Scores vs KL since the first frame", elem_id="train-film-chart")
+        film = gr.Dataframe(headers=FILM_HEADERS, value=[], wrap=True, elem_id="train-film-table")
     with gr.Row():
         run_pick = gr.Dropdown([], value=None, label="Show a finished run", scale=1, allow_custom_value=False)
         run_chart = gr.Plot(label="Selected run", scale=4)
@@ -176,7 +203,8 @@ def create_train_tab(manager) -> dict:
 
     def fill_defaults(m, p):
         values = manager.training_settings(m, p)
-        return [gr.update(value=values[n], visible=values[n] is not None) for n in SETTINGS]
+        return [gr.update(value=values[n], visible=values[n] is not None) for n in SETTINGS] + [
+            gr.update(visible=m == "reward")]
 
     def on_load(request: gr.Request):
         user = login(request)
@@ -185,9 +213,11 @@ def create_train_tab(manager) -> dict:
         return named, gr.update(visible=teach), gr.update(visible=teach)
 
     def on_start(request: gr.Request, m, p, *vals):
-        *vals, who, as_class = vals
+        *vals, who, as_class, planted = vals
         try:
             overrides = manager.settings_to_overrides(m, p, dict(zip(SETTINGS, vals)))
+            if m == "reward" and planted not in (None, "", "none"):
+                overrides["reward_flaw"] = planted  # validated by the config: an unknown flaw is refused
             job = manager.start_training(m, p, user=who_of(request, who),
                                          class_model=bool(as_class), **overrides)
         except (ValueError, RuntimeError, PermissionError) as exc:
@@ -234,7 +264,7 @@ def create_train_tab(manager) -> dict:
         user = who_of(request, who)
         st = manager.training_status(user)
         cur = st["current"]
-        out = [gr.update()] * 9
+        out = [gr.update()] * 11
         tick = seen.get("tick", 0) + 1
         seen["tick"] = tick
         if cur is not None:
@@ -251,6 +281,9 @@ def create_train_tab(manager) -> dict:
                 out[5] = _runs_table(manager, user)
                 keys = [r[5] for r in out[5] if r[1] in ("completed", "stopped")]
                 out[6] = gr.update(choices=keys)
+                frames = manager.film_strip(job=cur)
+                if frames or cur["state"] == "queued":
+                    out[9], out[10] = film_rows(frames), manager.film_strip_chart(cur["method"], frames)
                 seen["key"] = key
         table = jobs_table(st["jobs"])
         if table != seen.get("jobs"):
@@ -260,6 +293,7 @@ def create_train_tab(manager) -> dict:
             out[7], out[8] = queue_table(view), students_table(view)
         return [*out, seen]
 
+
     def first_view(request: gr.Request, who):
         user = who_of(request, who)
         rows = _runs_table(manager, user)
@@ -267,23 +301,27 @@ def create_train_tab(manager) -> dict:
 
     seen = gr.State(None)
     # .input, not .change: a form filled programmatically must not be reset to defaults
-    method.input(fill_defaults, [method, preset], list(fields.values()), api_visibility="private", **FREE)
-    preset.input(fill_defaults, [method, preset], list(fields.values()), api_visibility="private", **FREE)
-    start.click(on_start, [*form, name, class_model], status, api_name="start_training", **FREE)
+    method.input(fill_defaults, [method, preset], [*fields.values(), flaw], api_visibility="private", **FREE)
+    preset.input(fill_defaults, [method, preset], [*fields.values(), flaw], api_visibility="private", **FREE)
+    start.click(on_start, [*form, name, class_model, flaw], status, api_name="start_training", **FREE)
     stop.click(on_stop, name, status, api_name="stop_training", **FREE)
     cancel.click(on_cancel, [name, job_id], status, api_name="cancel_job", **FREE)
     requeue.click(on_requeue, [name, job_id], status, api_name="requeue_job", **FREE)
-    timer.tick(poll, [name, seen], [status, bar, chart, log, jobs, runs, run_pick, queue_df, students_df, seen],
+    timer.tick(poll, [name, seen], [status, bar, chart, log, jobs, runs, run_pick, queue_df, students_df, film,
+                                    film_chart, seen],
                api_visibility="private", show_progress="hidden", **FREE)  # every student's page polls every second
     def show_run(request: gr.Request, who, key):
         if not key:
-            return None
+            return None, gr.update(), gr.update()
+        user, method = who_of(request, who), key.split("/")[-2]
         try:
-            return manager.training_chart(key.split("/")[-2], key=key, user=who_of(request, who))
+            frames = manager.film_strip(key, user)
+            return (manager.training_chart(method, key=key, user=user), film_rows(frames),
+                    manager.film_strip_chart(method, frames))
         except ValueError:  # a run that is not the caller's: nothing to show
-            return None
+            return None, gr.update(), gr.update()
 
-    run_pick.change(show_run, [name, run_pick], run_chart, api_visibility="private", **FREE)
+    run_pick.change(show_run, [name, run_pick], [run_chart, film, film_chart], api_visibility="private", **FREE)
 
     def training_status(name: str = "", request: gr.Request = None) -> dict:
         """Your jobs (newest first) with state, queue position and estimated start; the newest with its metrics
@@ -299,7 +337,8 @@ def create_train_tab(manager) -> dict:
 
     gr.api(training_status, api_name="training_status", **FREE)
     gr.api(queue_status, api_name="queue_status", **FREE)
-    return {"name": name, "method": method, "preset": preset, **fields, "class_model": class_model, "start": start,
+    return {"name": name, "method": method, "preset": preset, **fields, "flaw": flaw, "film": film,
+            "film_chart": film_chart, "class_model": class_model, "start": start,
             "stop": stop, "status": status, "bar": bar, "chart": chart, "log": log, "jobs": jobs, "job_id": job_id,
             "cancel": cancel, "requeue": requeue, "teacher": teacher, "queue": queue_df, "students": students_df,
             "runs": runs, "run_pick": run_pick, "timer": timer, "on_load": on_load, "first_view": first_view}

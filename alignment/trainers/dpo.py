@@ -3,7 +3,8 @@ this when given a ``PeftModel`` and no ``ref_model``), so there is one copy of t
 
 Loss: ``alignment.losses.dpo_loss`` (Rafailov et al. 2023, Eq. 7; IPO: Azar et al. 2023, Eq. 17).
 Metrics: TRL's ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``, ``rewards/margins``,
-``logps/chosen``, ``logps/rejected``.
+``logps/chosen``, ``logps/rejected``. A ``FilmStrip`` (``alignment.trainers.film_strip``) records the policy's
+answers to fixed prompts before the first step and every ``film_strip_every`` steps.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from ..config import DPOConfig
 from ..data import to_trl_preference
 from ..models import load_causal_lm, lora_config
 from .common import RunContext, attach, lm_head_on_labelled_positions_only, trained_model, trl_common_args
+from .film_strip import film_strip_callback
 
 
-def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, policy=None):
-    """Train a DPO LoRA adapter; returns the trained ``PeftModel`` (saved in ``ctx.run_dir / "adapter"``)."""
+def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, policy=None, film_strip=None):
+    """Train a DPO LoRA adapter; returns the trained ``PeftModel`` (saved in ``ctx.run_dir / "adapter"``).
+
+    ``film_strip``: a ``FilmStrip`` taking frames during training, or None."""
     import trl
 
     torch.manual_seed(cfg.seed)
@@ -39,6 +43,8 @@ def train_dpo(cfg: DPOConfig, source, tokenizer, train_rows, ctx: RunContext, po
     ctx.phase("preparing data")  # TRL tokenizes the pairs when the trainer is built
     trainer = trl.DPOTrainer(model=policy, args=args, train_dataset=to_trl_preference(train_rows),
                              processing_class=tokenizer)
+    if film_strip is not None and film_strip.enabled:
+        trainer.add_callback(film_strip_callback(film_strip, trainer, ctx))
     with lm_head_on_labelled_positions_only(cfg.response_logits_only):
         attach(trainer, ctx).train()
     model = trained_model(trainer)

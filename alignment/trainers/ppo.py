@@ -30,6 +30,10 @@ sampled tokens (``StopOnRequest``), at every phase boundary and after the step: 
 update is dropped whole (no metrics line, the policy as after the previous step), so a stopped run's adapter and
 ``metrics.jsonl`` always agree. The update itself (a few forward/backward passes) is not interrupted.
 
+Over-optimisation (Gao et al. 2023): with a gold reward model, every rollout is also scored by it (``gold/scores``,
+raw units; ``objective/raw_scores`` is the proxy's), and a ``FilmStrip`` records answers to fixed prompts before
+the first step and every ``film_strip_every`` steps (``alignment.trainers.film_strip``).
+
 Metrics use TRL's PPO names: ``objective/kl``, ``objective/entropy``, ``objective/non_score_reward``,
 ``objective/rlhf_reward``, ``objective/scores``, ``policy/approxkl_avg``, ``policy/clipfrac_avg``,
 ``loss/policy_avg``, ``loss/value_avg``, ``val/clipfrac_avg``, ``val/ratio``, ``val/num_eos_tokens``.
@@ -147,11 +151,15 @@ def fit_reward_normalization(policy, tokenizer, prompts: list, scorer: RewardSco
             "Sec. 2.2): normalized score = gain * reward-model score + bias"}
 
 
-def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScorer, ctx: RunContext, policy=None):
+def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScorer, ctx: RunContext, policy=None,
+              gold_scorer: RewardScorer | None = None, film_strip=None):
     """Train a PPO LoRA adapter and value head; returns the trained ``PeftModel``.
 
     Saves ``adapter/`` (LoRA) and ``value_head.pt`` in ``ctx.run_dir``. Stops early (a valid run directory,
     ``ctx.stopped_early``) when ``ctx.should_stop()``; see the module docstring for where it is checked.
+    ``gold_scorer``: the gold reward model, scoring every rollout for the ``gold/scores`` metric only (it never
+    enters the reward); ``film_strip``: a ``FilmStrip`` taking frames before the first step and every
+    ``cfg.film_strip_every`` steps (``alignment.trainers.film_strip``), or None.
     """
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -183,6 +191,9 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         norm = fit_reward_normalization(policy, tokenizer, prompts, scorer, cfg)
         write_json(ctx.run_dir / "reward_normalization.json", norm)
         ctx.should_stop()  # a stop meanwhile skips the steps below
+    if film_strip is not None and not ctx.stopped_early and film_strip.due(0):
+        ctx.phase("film strip")
+        film_strip.capture(0, policy)
 
     for step in range(1, cfg.max_steps + 1 if not ctx.stopped_early else 1):
         # 1. rollout -------------------------------------------------------------------------------------
@@ -237,6 +248,8 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             raw_scores = scorer.score(batch_prompts, [g.text for g in gens], bf16=cfg.bf16).to(device)  # (B,) fp32
             scores = raw_scores * norm["gain"] + norm["bias"] if norm else raw_scores
             scores = apply_missing_eos_penalty(scores, has_eos, cfg.missing_eos_penalty)
+            gold_scores = (gold_scorer.score(batch_prompts, [g.text for g in gens], bf16=cfg.bf16)
+                           if gold_scorer is not None else None)  # (B,) watched, never optimised
             # 3. per-token rewards with KL penalty, 4. GAE ---------------------------------------------------
             rewards, non_score = kl_penalty_rewards(old_logprobs, ref_logprobs, scores, lengths, kl_ctl.value)
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
@@ -292,9 +305,13 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
                 "completions/mean_length": lengths.float().mean(), "learning_rate": scheduler.get_last_lr()[0],
                 "time/generation_s": t1 - t0, "time/logprobs_s": t2 - t1, "time/scoring_s": t3 - t2,
                 "time/update_s": t4 - t3, "num_tokens": num_tokens,
+                **({"gold/scores": gold_scores.mean()} if gold_scores is not None else {}),
             })
         if ctx.should_stop():
             break
+        if film_strip is not None and (film_strip.due(step) or step == cfg.max_steps):
+            ctx.phase("film strip")
+            film_strip.maybe_capture(step, policy, final=step == cfg.max_steps)
     first_out = None  # a step stopped after its first forward leaves a graph here
     policy.eval()
     ctx.phase("saving adapter")

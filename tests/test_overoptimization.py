@@ -1,0 +1,179 @@
+"""Over-optimisation made visible: the gold reward model watches PPO's and GRPO's rollouts, film strips record
+every policy's answers to fixed prompts, and the planted reward flaw of the reward-hacking exercise."""
+
+import json
+
+import pytest
+import torch
+from peft import get_peft_model
+
+from alignment.config import make_config
+from alignment.data import fit_to_length, split_pairs
+from alignment.data.flaws import plant_flaw
+from alignment.generation import generate
+from alignment.models import load_causal_lm, lora_config
+from alignment.report import film_strip_curves, figures
+from alignment.rules import score_answer
+from alignment.trainers import train_dpo, train_grpo, train_ppo
+from alignment.trainers.common import RunContext, read_metrics
+from alignment.trainers.film_strip import FilmStrip, Referees, pick_prompts, read_film_strip
+
+FAST = dict(max_steps=3, max_completion_length=10, max_prompt_length=64, learning_rate=5e-3)
+EVAL = [{"category": c, "prompt": f"{c} question {i}?", **({"rule": {"kind": "concise", "max_words": 5}}
+                                                            if c == "verbosity" else {})}
+        for i in range(3) for c in ("factual", "constraint", "helpful", "harmless", "verbosity")]
+
+
+class RecordingScorer:
+    """A reward model stand-in with a known score (offset + characters of the answer) that records its calls."""
+
+    def __init__(self, offset: float):
+        self.offset, self.calls = offset, []
+
+    def score(self, prompts, responses, bf16=False):
+        out = torch.tensor([self.offset + len(r) for r in responses], dtype=torch.float32)
+        self.calls.append(out)
+        return out
+
+
+@pytest.fixture(scope="module")
+def train_rows(builtin_rows, tokenizer):
+    return split_pairs(fit_to_length(builtin_rows[:40], tokenizer, 64, 10), seed=0)[0]
+
+
+def _policy(tiny_source, tokenizer, cfg):
+    torch.manual_seed(0)
+    return get_peft_model(load_causal_lm(tiny_source, tokenizer), lora_config(cfg.lora_r, cfg.lora_alpha))
+
+
+def test_plant_length_flaw_makes_the_longer_answer_chosen():
+    rows = [{"prompt": "p", "chosen": "short", "rejected": "a much longer answer"},
+            {"prompt": "p", "chosen": "the longer chosen one", "rejected": "tiny"},
+            {"prompt": "p", "chosen": "same", "rejected": "size"}]
+    flawed, changed = plant_flaw(rows, "length")
+    assert changed == 1
+    assert flawed[0]["chosen"] == "a much longer answer" and flawed[0]["rejected"] == "short"
+    assert flawed[1] == rows[1] and flawed[2] == rows[2]  # already longer-chosen, or equal: untouched
+    assert rows[0]["chosen"] == "short"  # the input is not modified
+    assert plant_flaw(rows, "none") == (rows, 0)
+    with pytest.raises(ValueError, match="length"):
+        plant_flaw(rows, "verbose")
+
+
+def test_reward_flaw_is_a_validated_setting():
+    assert make_config("reward", reward_flaw="length").reward_flaw == "length"
+    with pytest.raises(ValueError, match="reward_flaw"):
+        make_config("reward", reward_flaw="shorter")
+
+
+def test_pick_prompts_spreads_over_categories():
+    picked = pick_prompts(EVAL, 8)
+    assert len(picked) == 8
+    assert {p["category"] for p in picked[:5]} == {"factual", "constraint", "helpful", "harmless", "verbosity"}
+    assert pick_prompts(EVAL, 8) == picked  # deterministic
+    assert len(pick_prompts(EVAL[:3], 8)) == 3
+
+
+def test_film_strip_frame_scores_what_it_sampled(tmp_path, tiny_source, tokenizer):
+    cfg = make_config("dpo", **FAST)
+    policy = _policy(tiny_source, tokenizer, cfg)
+    proxy, gold = RecordingScorer(0.0), RecordingScorer(100.0)
+    prompts = pick_prompts(EVAL, 5)
+    strip = FilmStrip(tmp_path, tokenizer, prompts, Referees(proxy, gold), every=2, max_new_tokens=10, seed=3)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    frame = strip.capture(0, policy)
+    assert torch.equal(torch.get_rng_state(), state)  # the training's random numbers are untouched
+    # the answers are the policy's samples at this seed; scores, rules and lengths are of those answers
+    expected = generate(policy, tokenizer, [p["prompt"] for p in prompts], max_new_tokens=10, temperature=0.7, seed=3)
+    answers = frame["answers"]
+    assert [a["response"] for a in answers] == [g.text for g in expected]
+    assert [a["proxy"] for a in answers] == pytest.approx([len(g.text) for g in expected])
+    assert [a["gold"] for a in answers] == pytest.approx([100 + len(g.text) for g in expected])
+    assert [a["rules"] for a in answers] == [score_answer(p, g.text) for p, g in zip(prompts, expected)]
+    assert [a["length_tokens"] for a in answers] == [g.length for g in expected]
+    assert all(abs(a["kl"]) < 1e-4 for a in answers)  # a fresh LoRA adapter (B = 0) is the reference itself
+    assert frame["mean"]["gold"] == pytest.approx(sum(a["gold"] for a in answers) / 5)
+    assert strip.maybe_capture(0, policy) is None and strip.maybe_capture(1, policy) is None  # once, every 2 steps
+    assert strip.maybe_capture(1, policy, final=True)["step"] == 1
+    assert [f["step"] for f in read_film_strip(tmp_path)] == [0, 1]
+
+
+def test_ppo_logs_gold_scores_and_film_strip_without_changing_training(tmp_path, tiny_source, tokenizer, train_rows):
+    cfg = make_config("ppo", **FAST, batch_size=4, film_strip_every=2)
+    proxy, gold = RecordingScorer(0.0), RecordingScorer(50.0)
+
+    def run(name, with_watch):
+        policy = _policy(tiny_source, tokenizer, cfg)
+        ctx = RunContext(tmp_path / name, "ppo", cfg.max_steps)
+        strip = FilmStrip(ctx.run_dir, tokenizer, pick_prompts(EVAL, 3), Referees(proxy, gold), every=2,
+                          max_new_tokens=10) if with_watch else None  # 3 answers a frame, 4 a rollout
+        train_ppo(cfg, tiny_source, tokenizer, train_rows, proxy, ctx, policy=policy,
+                  gold_scorer=gold if with_watch else None, film_strip=strip)
+        return policy, ctx.run_dir
+
+    plain, _ = run("plain", False)
+    gold.calls.clear()
+    watched, run_dir = run("watched", True)
+    for (n, a), b in zip(plain.named_parameters(), watched.parameters()):
+        assert torch.equal(a, b), f"{n}: the gold model and the film strip changed the training"
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    rollout_means = [float(c.mean()) for c in gold.calls if len(c) == cfg.batch_size]
+    assert [m["gold/scores"] for m in metrics] == pytest.approx(rollout_means)
+    assert [f["step"] for f in read_film_strip(run_dir)] == [0, 2, 3]  # before, every 2 steps, the last one
+    assert "gold/scores" not in read_metrics(tmp_path / "plain" / "metrics.jsonl")[0]
+
+
+def test_grpo_logs_raw_proxy_and_gold_scores(tmp_path, tiny_source, tokenizer, train_rows):
+    cfg = make_config("grpo", **FAST, film_strip_every=0)
+    proxy, gold = RecordingScorer(0.0), RecordingScorer(-7.0)
+    ctx = RunContext(tmp_path / "grpo", "grpo", cfg.max_steps)
+    train_grpo(cfg, tiny_source, tokenizer, train_rows, proxy, ctx, policy=_policy(tiny_source, tokenizer, cfg),
+               gold_scorer=gold)
+    metrics = read_metrics(ctx.run_dir / "metrics.jsonl")
+    assert [m["objective/raw_scores"] for m in metrics] == pytest.approx([float(c.mean()) for c in proxy.calls])
+    assert [m["gold/scores"] for m in metrics] == pytest.approx([float(c.mean()) for c in gold.calls])
+    # the gold model is watched, never optimised: TRL's reward is the proxy's (minus the missing-EOS penalty)
+    assert all(m["reward"] <= m["objective/raw_scores"] + 1e-4 for m in metrics)
+    assert not (ctx.run_dir / "film_strip.jsonl").exists()
+
+
+def test_dpo_film_strip_and_report_curves(tmp_path, tiny_source, tokenizer, train_rows):
+    cfg = make_config("dpo", **FAST, film_strip_every=2)
+    proxy, gold = RecordingScorer(0.0), RecordingScorer(10.0)
+    ctx = RunContext(tmp_path / "dpo", "dpo", cfg.max_steps)
+    strip = FilmStrip(ctx.run_dir, tokenizer, pick_prompts(EVAL, 4), Referees(proxy, gold), every=2, max_new_tokens=10)
+    train_dpo(cfg, tiny_source, tokenizer, train_rows, ctx, policy=_policy(tiny_source, tokenizer, cfg),
+              film_strip=strip)
+    frames = read_film_strip(ctx.run_dir)
+    assert [f["step"] for f in frames] == [0, 2, 3]
+    assert frames[0]["mean"]["kl"] == pytest.approx(0.0, abs=1e-4) and frames[-1]["mean"]["kl"] != 0.0
+    curves = film_strip_curves({"dpo": {"run_dir": str(ctx.run_dir)}, "reward": {"run_dir": None}})
+    assert list(curves) == ["dpo"] and [p["step"] for p in curves["dpo"]] == [0, 2, 3]
+    assert curves["dpo"][1]["gold"] == pytest.approx(frames[1]["mean"]["gold"])
+    fig = figures({"dpo": {"run_dir": str(ctx.run_dir), "history": []}}, None)["overoptimization"]
+    gold_trace = [t for t in fig.data if t.yaxis == "y2"][0]  # the second panel: the gold RM's change since step 0
+    assert list(gold_trace.y) == pytest.approx([f["mean"]["gold"] - frames[0]["mean"]["gold"] for f in frames])
+
+
+def test_a_stopped_run_takes_no_further_frame(tmp_path, tiny_source, tokenizer, train_rows):
+    cfg = make_config("dpo", **FAST, film_strip_every=1)
+    ctx = RunContext(tmp_path / "dpo", "dpo", cfg.max_steps)
+    strip = FilmStrip(ctx.run_dir, tokenizer, pick_prompts(EVAL, 2), every=1, max_new_tokens=6)
+    ctx.stop_event.set()  # Stop before the run starts: it ends after its first step, with no frame at all
+    train_dpo(cfg, tiny_source, tokenizer, train_rows, ctx, policy=_policy(tiny_source, tokenizer, cfg),
+              film_strip=strip)
+    assert read_film_strip(ctx.run_dir) == []
+    assert json.loads((ctx.run_dir / "run_info.json").read_text())["status"] == "running"  # finish() is the caller's
+
+
+def test_train_tab_film_rows_newest_frame_first():
+    from ui.train_tab import FILM_HEADERS, film_rows
+
+    frames = [{"step": s, "answers": [{"prompt": "p", "category": "factual", "response": f"answer {s}",
+                                       "proxy": 0.123 * s, "gold": None, "rules": 1.0, "kl": 0.5, "length_tokens": 3}]}
+              for s in (0, 10)]
+    rows = film_rows(frames)
+    assert [r[0] for r in rows] == [10, 0] and len(rows[0]) == len(FILM_HEADERS)
+    assert rows[0][3] == "answer 10" and rows[0][4] == 1.23 and rows[0][5] == "-"  # no gold model: "-"
+    assert len(film_rows(frames * 30, limit=7)) == 7

@@ -67,6 +67,9 @@ def parse_args(argv=None):
                         "default: $CLASS7_TEACHERS, else the first --auth user")
     p.add_argument("--output-dir", default="outputs")
     p.add_argument("--preset", default="classroom", choices=["classroom", "quick"])
+    p.add_argument("--eval-samples", type=int, default=1,
+                   help="answers per evaluation prompt in the Report tab (default 1: a report holds the shared model "
+                        "for about a minute here, N about N minutes; the class report of `make run` uses 4)")
     p.add_argument("--workers", type=int, default=None,
                    help="training jobs that run at once, each in its own process (default: 1 on a CPU, one per GPU)")
     p.add_argument("--ray-address", default=os.environ.get("CLASS7_RAY_ADDRESS"), metavar="ADDRESS",
@@ -112,7 +115,8 @@ def build(args, auth=None):
                                          workers=default_workers(getattr(args, "workers", None)),
                                          ray_address=getattr(args, "ray_address", None),
                                          ray_num_cpus=getattr(args, "ray_cpus_per_job", 2),
-                                         ray_num_gpus=getattr(args, "ray_gpus_per_job", 0))
+                                         ray_num_gpus=getattr(args, "ray_gpus_per_job", 0),
+                                         eval_samples=getattr(args, "eval_samples", 1))
     manager.setup_models()
     manager.load_preference_datasets()
     manager.pool.model()  # load once now, so the first click is not slow

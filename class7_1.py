@@ -36,7 +36,7 @@ from alignment.config import METHODS, SETTING_NAMES, apply_settings, settings_of
 from alignment.data import (BUILTIN, DATA_DIR, DataFolder, data_folders, display_path, hub_allowed, redact_paths,
                             resolve_dataset_source)
 from alignment.models import DEFAULT_MODEL
-from alignment.registry import POLICY_METHODS
+from alignment.registry import POLICY_METHODS, method_of
 from alignment.trainers.common import read_metrics, write_json
 
 logger = logging.getLogger("class7")
@@ -303,7 +303,7 @@ class AlignmentComparisonManager:
         if self.datasets is None:
             self.load_preference_datasets()
         runs = runs if runs is not None else self.class_runs()
-        policies = {m: runs[m].adapter for m in POLICY_METHODS if m in runs}
+        policies = {m: r.adapter for m, r in runs.items() if method_of(m) in POLICY_METHODS}  # sweep runs too
         if not policies:
             raise RuntimeError("Train at least one policy (DPO, PPO or GRPO) before evaluating")
         if "reward" not in runs:
@@ -350,22 +350,60 @@ class AlignmentComparisonManager:
         """Where ``user``'s report goes: their workspace, or the class folder for a teacher (and without logins)."""
         return self.workspaces.dir(None if self.is_teacher(user) else user)
 
-    def run_all(self, methods=METHODS, progress: bool = True) -> dict:
+    def train_sweep(self, method: str, field: str, values: list, progress: bool = True) -> dict:
+        """One class run of ``method`` per value of config ``field`` (``class7_1.py --sweep dpo.beta=0.05,0.1``),
+        each recorded in ``results`` under its model name (``alignment.registry.sweep_name``: ``"dpo(beta=0.05)"``).
+        A failed run is logged and skipped. Returns ``{model name: RunRef}`` of the usable runs."""
+        from alignment.registry import sweep_name
+        from alignment.serving.workspaces import RunRef
+
+        swept, kept = {}, self.results.get(method)
+        for value in values:
+            name = sweep_name(method, field, value)
+            bar = _Bar(name, self.config_for(method, **{field: value}).max_steps, progress)
+            try:
+                result = self.train_method(method, on_progress=bar.update_to, **{field: value})
+                run = RunRef("class", method, Path(result["run_dir"]).name, Path(result["run_dir"]))
+                if run.usable():
+                    self.results[name], swept[name] = result, run
+            except Exception as exc:  # the other values still run
+                logger.error("%s failed: %s (see its error.log)", name, exc)
+            finally:
+                bar.close()
+        if kept is not None:
+            self.results[method] = kept
+        return swept
+
+    def run_all(self, methods=METHODS, progress: bool = True, sweep: tuple | None = None) -> dict:
         """Data -> training -> evaluation -> report, as class models. Returns the report dict (wall time per stage
-        in ``timings.json``)."""
+        in ``timings.json``).
+
+        ``sweep``: ``(method, field, values)``, one more run of ``method`` per value (``train_sweep``), evaluated next
+        to the others; the sweep trains after the reward model and before the policies, so the newest class run of
+        each method (what the app shows) is the preset's.
+        """
         start = time.time()
         self.load_preference_datasets()
         self.timings = {"setup_and_data": time.time() - start}
-        results = self.demonstrate_alignment_methods(methods=methods, progress=progress)
-        for m, r in results.items():
-            self.timings[m] = r.get("train_time_s")
-        evaluation = None
-        if any(results.get(m, {}).get("status") in ("completed", "stopped") for m in POLICY_METHODS):
+        swept = {}
+        if sweep:
+            self.demonstrate_alignment_methods(methods=[m for m in methods if m == "reward"], progress=progress)
             t = time.time()
-            evaluation = self.evaluate_alignment_methods(results, progress=progress)
+            swept = self.train_sweep(*sweep, progress=progress)
+            self.timings["sweep"] = time.time() - t
+        results = self.demonstrate_alignment_methods(methods=[m for m in methods if not (sweep and m == "reward")],
+                                                     progress=progress)
+        for m in METHODS:
+            if m in results:
+                self.timings[m] = results[m].get("train_time_s")
+        evaluation = None
+        runs = {**self.class_runs(), **swept}
+        if swept or any(results.get(m, {}).get("status") in ("completed", "stopped") for m in POLICY_METHODS):
+            t = time.time()
+            evaluation = self.evaluate_alignment_methods(results, progress=progress, runs=runs)
             self.timings["evaluation"] = time.time() - t
         t = time.time()
-        report = self.generate_report(results, evaluation)
+        report = self.generate_report(results, evaluation, runs=runs)
         self.timings.update(report=time.time() - t, total=time.time() - start)
         write_json(self.workspaces.dir(None) / "timings.json",
                    {k: round(v, 2) for k, v in self.timings.items() if v is not None})
@@ -1045,6 +1083,9 @@ def parse_args(argv=None):
     p.add_argument("--reward-flaw", choices=("none", "length"), default="none",
                    help="plant a bias in the proxy reward model's training pairs (the reward-hacking exercise): "
                         "'length' labels the longer answer chosen in every pair; the gold reward model stays clean")
+    p.add_argument("--sweep", metavar="METHOD.FIELD=V1,V2,...",
+                   help="one more run of a policy method per value, evaluated next to the others, e.g. "
+                        "dpo.beta=0.05,0.1,0.3 (one point each on the reward-vs-KL frontier)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--set", nargs="*", default=[], metavar="METHOD.FIELD=VALUE",
                    help="config overrides, e.g. dpo.beta=0.2 ppo.kl_controller=adaptive all.learning_rate=5e-5")
@@ -1069,6 +1110,24 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def parse_sweep(text: str | None) -> tuple | None:
+    """``"dpo.beta=0.05,0.1"`` -> ``("dpo", "beta", [0.05, 0.1])`` (values parsed as Python literals when
+    possible). Raises SystemExit naming the problem: not METHOD.FIELD=V1,V2, or not a policy method."""
+    if not text:
+        return None
+    try:
+        parsed = parse_overrides([text.split(",", 1)[0]])  # the form and the method, as --set checks them
+    except SystemExit:
+        raise SystemExit(f"--sweep expects METHOD.FIELD=V1,V2,... (e.g. dpo.beta=0.05,0.1,0.3); got {text!r}") from None
+    (method, fields), = parsed.items()
+    (field, first), = fields.items()
+    if method not in POLICY_METHODS:
+        raise SystemExit(f"--sweep takes a policy method ({', '.join(POLICY_METHODS)}); got {method!r}")
+    values = [first] + [next(iter(parse_overrides([f"{method}.{field}={v}"])[method].values()))
+                        for v in text.split("=", 1)[1].split(",")[1:]]
+    return method, field, values
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -1084,15 +1143,18 @@ def main(argv=None) -> int:
         overrides.setdefault("all", {})["max_steps"] = args.steps
     if args.reward_flaw != "none":
         overrides.setdefault("reward", {})["reward_flaw"] = args.reward_flaw
+    sweep = parse_sweep(args.sweep)
     try:
         manager = AlignmentComparisonManager(args.model, args.dataset, args.output_dir, "quick" if args.quick else "classroom",
                                              overrides, args.max_pairs, args.eval_prompts, args.max_eval_prompts, args.seed,
                                              eval_samples=args.eval_samples)
+        for value in (sweep or (None, None, []))[2]:  # every value is validated before anything trains
+            manager.config_for(sweep[0], **{sweep[1]: value})
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t = time.time()
-    report = manager.run_all(methods=args.methods)
+    report = manager.run_all(methods=args.methods, sweep=sweep)
     print("\n" + format_summary_table(report))
     print(f"\nReports in {manager.workspaces.dir(None)}/ (alignment_comparison_report.json, evaluation_results.json, "
           f"final_summary.json, plots/) after {time.time() - t:.0f}s")

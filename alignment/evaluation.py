@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .generation import RewardScorer, generate_shared_noise, sequence_log_ratio
+from .registry import method_of
 from .rules import rule_for, score_answer
 from .stats import (TIE_TOLERANCE, kl_interval, length_controlled_win_rate, paired_bootstrap_win_rate,
                     win_outcomes)
@@ -60,6 +61,12 @@ class DecodingConfig:
     logprob_batch_size: int = 16  # rows per log-ratio forward: its (B, T, V) fp32 logits are 6.5 MB per row
 
 
+def adapter_name(model_name: str) -> str:
+    """The PEFT adapter name of an evaluated model (a module name may not hold a dot: ``"dpo(beta=0.05)"`` becomes
+    ``"dpo(beta=0_05)"``)."""
+    return model_name.replace(".", "_")
+
+
 def load_policy_with_adapters(base_model, adapters: dict[str, str | Path]):
     """Wrap ``base_model`` in one ``PeftModel`` holding every adapter under its name (no weight copies).
 
@@ -71,9 +78,9 @@ def load_policy_with_adapters(base_model, adapters: dict[str, str | Path]):
     if not adapters:
         raise ValueError("No trained adapter to evaluate")
     names = list(adapters)
-    model = PeftModel.from_pretrained(base_model, str(adapters[names[0]]), adapter_name=names[0])
+    model = PeftModel.from_pretrained(base_model, str(adapters[names[0]]), adapter_name=adapter_name(names[0]))
     for name in names[1:]:
-        model.load_adapter(str(adapters[name]), adapter_name=name)
+        model.load_adapter(str(adapters[name]), adapter_name=adapter_name(name))
     return model.eval()
 
 
@@ -186,7 +193,7 @@ def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str]
     n = len(prompts)
     blocks = [(s, name) for s in range(samples) for name in model_names]  # sample-major: fewer noise keys per batch
     rows = [p for _ in blocks for p in prompts]
-    adapters = ["__base__" if name == "base" else name for _, name in blocks for _ in prompts]
+    adapters = ["__base__" if name == "base" else adapter_name(name) for _, name in blocks for _ in prompts]
     # same (prompt, sample) -> same noise, for every model; without noise_per_prompt every prompt gets the noise a
     # prompt answered alone would get (batched Compare requests of different students)
     keys = [s * n + i if noise_per_prompt else s for s, _ in blocks for i in range(n)]
@@ -218,7 +225,7 @@ def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str]
 def evaluator_info(model_names: list[str], gold: bool = False, rules_coverage: tuple[int, int] | None = None) -> dict:
     """The ``evaluators`` entry of an evaluation: per evaluator, the evaluated methods ``trained`` to maximise it
     and what it is. ``rules_coverage``: (prompts with a rule, prompts without) when the rules evaluator ran."""
-    optimisers = [m for m in ("ppo", "grpo") if m in model_names]
+    optimisers = [m for m in model_names if method_of(m) in ("ppo", "grpo")]
     info = {"proxy_rm": {
         "trained": optimisers,
         "description": "the reward model trained in this run (its reward run, runs/reward/<run-id>), the one PPO "

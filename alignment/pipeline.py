@@ -75,12 +75,13 @@ def train_run(session, method: str, cfg, data: dict, run_dir: str | Path, *, rew
     model = None
     try:
         gold_scorer = None
-        watch = spec.is_policy and cfg.film_strip_every > 0  # DPO's film strip is scored when a reward run exists
-        if reward_scorer is None and (spec.needs_reward_model or (watch and reward_adapter)):
+        watch = (spec.is_policy and cfg.film_strip_every > 0 and reward_adapter is not None
+                 and (Path(reward_adapter) / "adapter_config.json").is_file())  # DPO's film strip, when there is one
+        if reward_scorer is None and (spec.needs_reward_model or watch):
             ctx.phase("loading the reward model")
             reward_scorer = load_reward_scorer(session, Path(reward_adapter or "missing"))
         gold = gold_adapter(reward_adapter)
-        if spec.is_policy and gold is not None:
+        if gold is not None and (spec.needs_reward_model or watch):  # PPO's and GRPO's rollouts, the film strips
             ctx.phase("loading the gold reward model")
             gold_scorer = load_reward_scorer(session, gold)
         inputs = TrainInputs(session.source, session.tokenizer, data["train"], data["heldout"], reward_scorer,
@@ -179,6 +180,7 @@ def report_setup(session, data: dict | None, dataset_source: str, runs: dict[str
     return {"model": session.setup_model(), "preset": session.preset,
             "dataset": {"source": dataset_source, **(data or {}).get("load_report", {}),
                         "statistics": (data or {}).get("statistics")},
-            "configs": {m: trained_config((runs.get(m) or {}).get("run_dir")) or cfg.to_dict()
-                        for m, cfg in session.configs.items()},
+            "configs": {**{m: trained_config((runs.get(m) or {}).get("run_dir")) or cfg.to_dict()
+                           for m, cfg in session.configs.items()},
+                        **{n: trained_config(r.get("run_dir")) for n, r in runs.items() if n not in session.configs}},
             "runs": {m: r.get("run_dir") for m, r in runs.items()}}

@@ -133,6 +133,18 @@ assert tuple(REGISTRY) == METHODS
 POLICY_METHODS = tuple(m for m, spec in REGISTRY.items() if spec.is_policy)
 
 
+def sweep_name(method: str, field: str, value) -> str:
+    """The model name of one run of a sweep (``class7_1.py --sweep dpo.beta=0.05,0.1,0.3``): ``"dpo(beta=0.05)"``."""
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{method}({field}={shown})"
+
+
+def method_of(model_name: str) -> str:
+    """The method of an evaluated model's name: ``"dpo"`` for ``"dpo"`` and for the sweep run ``"dpo(beta=0.05)"``
+    (``sweep_name``); ``"base"`` for base."""
+    return model_name.split("(", 1)[0]
+
+
 def method_spec(method: str) -> MethodSpec:
     """The ``MethodSpec`` of ``method``. Raises ValueError for an unknown name (the message lists the known ones)."""
     if method not in REGISTRY:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .registry import method_of
 from .trainers.common import write_json
 
 # metric that tells whether each method moved in the intended direction
@@ -84,12 +85,12 @@ def steps_text(info: dict | None) -> str:
 
 def scorer_note(models: list[str]) -> str:
     """Which model produced the rewards of the evaluation, and whom it favours (``models``: evaluated names)."""
-    favoured = [m.upper() for m in REWARD_OPTIMISERS if m in models]
+    favoured = [m.upper() for m in models if method_of(m) in REWARD_OPTIMISERS]
     note = "scored by the reward model trained in this run (its reward run, runs/reward/<run-id>)"
     if favoured:
         note += (f", which {' and '.join(favoured)} {'were' if len(favoured) > 1 else 'was'} trained to maximise: "
                  f"it favours {'them' if len(favoured) > 1 else 'it'}")
-    if "dpo" in models:
+    if any(method_of(m) == "dpo" for m in models):
         note += "; DPO never saw it"
     return note
 
@@ -102,7 +103,7 @@ def proxy_caveat(evaluated: list[str], shown: list[str] = EVALUATORS) -> str:
     others = [EVALUATOR_LABELS[e] for e in shown if e != "proxy_rm"]
     compare = (f" Read the {' and '.join(others)} win rate{'s' if len(others) > 1 else ''} next to it: no method "
                "was trained on " + ("them." if len(others) > 1 else "it.")) if others else ""
-    favoured = [m.upper() for m in REWARD_OPTIMISERS if m in evaluated]
+    favoured = [m.upper() for m in evaluated if method_of(m) in REWARD_OPTIMISERS]
     if not favoured:
         return ("The proxy RM is this run's own reward model (its reward run, runs/reward/<run-id>), trained on half "
                 "of the preference pairs DPO learned from: a referee from the same data, not an independent one."
@@ -144,7 +145,7 @@ def budget_caveats(methods: dict, evaluated: list[str]) -> list[str]:
     different numbers of steps (or with different budgets), a reward model that stopped early, and trained
     policies missing from the comparison. Empty when every evaluated policy completed the same budget."""
     caveats = []
-    pols = [m for m in POLICIES if m in evaluated]
+    pols = [m for m in evaluated if method_of(m) in POLICIES]  # sweep runs ("dpo(beta=0.05)") included
     for m in ["reward", *pols]:
         info = methods.get(m) or {}
         done, total, status = info.get("steps_done"), info.get("total_steps"), info.get("status")
@@ -222,6 +223,15 @@ def evaluator_findings(evaluation: dict) -> list[str]:
         if proxy and independent and proxy["ci_low"] > 0.5 and all(wr[e]["ci_low"] <= 0.5 for e in independent):
             text += ("; only the proxy RM sees a win: its bias toward the policies trained on it may be the "
                      "difference")
+        unsure = [e for e in independent if wr[e]["ci_low"] <= 0.5 <= wr[e]["ci_high"] and "half_width" in wr[e]]
+        if unsure:  # say why an independent evaluator cannot tell the model from base
+            r = wr[unsure[0]]
+            text += (f"; inconclusive by the {' and the '.join(EVALUATOR_LABELS.get(e, e) for e in unsure)}: the 95% "
+                     f"interval contains 50% (half-width about {max(wr[e]['half_width'] for e in unsure):.0%} over "
+                     f"{r['n_prompts']} prompts x {r['n_samples']} answer{'s' * (r['n_samples'] != 1)}; "
+                     + ", ".join(f"{EVALUATOR_LABELS.get(e, e)} ties {wr[e]['ties']} of {wr[e]['n']}" for e in unsure)
+                     + "), so a difference of that size cannot be told from chance: more answers per prompt "
+                       "(--eval-samples) or more prompts narrow it")
         lines.append(text + ".")
     return lines
 

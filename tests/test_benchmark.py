@@ -63,3 +63,32 @@ def test_targets_are_checked_against_the_issue_bounds():
     assert "| DPO speed-up over plain TRL | >= 2 | 2.50 | yes |" in md
     assert "| GRPO speed-up over plain TRL | >= 2 | 1.75 | **no** |" in md
     assert "| classroom preset end to end, minutes | <= 5 | not run |  |" in md and "avx512_bf16" in md
+
+
+def test_rm_learning_curve_smoke(tmp_path, tiny_source):
+    """benchmarks/rm_learning_curve.py on the tiny model, 2 steps per setting: the JSON has a curve per setting
+    (held-out and training-pair accuracy, steps and training seconds) and the HTML figure is written."""
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "rm_learning_curve", Path(__file__).resolve().parents[1] / "benchmarks" / "rm_learning_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--model", "tiny", "--dataset", "builtin", "--settings", "classroom", "256 tokens",
+                     "--max-steps", "2", "--eval-every", "1", "--eval-pairs", "8", "--train-eval-pairs", "6",
+                     "--out", str(tmp_path), "--png", "none"]) == 0
+    r = json.loads((tmp_path / "rm_learning_curve.json").read_text())
+    assert [s["name"] for s in r["settings"]] == ["classroom", "256 tokens"]
+    assert r["settings"][1]["token_budget"] == 256 and r["settings"][0]["token_budget"] == 96
+    for s in r["settings"]:
+        assert s["steps"] == 2 and [p["step"] for p in s["curve"]] == [1, 2]
+        assert s["heldout_pairs"] == 8 and s["train_sample_pairs"] == 6
+        for p in s["curve"]:
+            assert 0 <= p["heldout_accuracy"] <= 1 and 0 <= p["train_accuracy"] <= 1 and p["train_s"] >= 0
+        assert s["curve"][1]["train_s"] >= s["curve"][0]["train_s"] and s["tokens"] > 0
+        assert s["heldout_accuracy"] == s["curve"][-1]["heldout_accuracy"]
+    assert "avx512_bf16" in r["machine"] and isinstance(r["target_met"], bool)
+    assert (tmp_path / "rm_learning_curve.html").stat().st_size > 10_000
+    assert mod.main(["--replot", str(tmp_path / "rm_learning_curve.json"), "--out", str(tmp_path / "again"),
+                     "--png", "none"]) == 0  # the figure alone, from the JSON
+    assert (tmp_path / "again" / "rm_learning_curve.html").is_file()

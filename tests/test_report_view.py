@@ -387,3 +387,23 @@ def test_worked_numbers_follow_the_code(monkeypatch):
     """Nothing hard-coded: a different loss function gives a different worked number."""
     monkeypatch.setattr(losses, "bradley_terry_loss", lambda chosen, rejected, margin=None: (chosen - rejected) ** 2)
     assert worked_example(LESSON["reward"])["values"]["loss"] == pytest.approx(0.81)
+
+
+def test_findings_say_why_an_independent_evaluator_is_inconclusive():
+    """A gold-RM interval that contains 50% is called inconclusive, with its half-width, prompts x answers and ties;
+    one that excludes 50% is not."""
+    from alignment.report import evaluator_findings
+
+    def rate(lo, hi, ties):
+        return {"win_rate": (lo + hi) / 2, "ci_low": lo, "ci_high": hi, "half_width": (hi - lo) / 2, "n": 120,
+                "n_prompts": 30, "n_samples": 4, "wins": 50, "ties": ties, "losses": 120 - 50 - ties}
+
+    models = {"base": {"summary": {"mean_length_tokens": 20.0}},
+              "dpo": {"summary": {"mean_length_tokens": 20.0, "win_rate_vs_base": {
+                  "proxy_rm": rate(0.55, 0.7, 3), "gold_rm": rate(0.44, 0.62, 17)}}},
+              "ppo": {"summary": {"mean_length_tokens": 20.0, "win_rate_vs_base": {
+                  "proxy_rm": rate(0.55, 0.7, 3), "gold_rm": rate(0.52, 0.66, 9)}}}}
+    dpo, ppo = evaluator_findings({"models": models})
+    assert "inconclusive by the gold RM" in dpo and "half-width about 9%" in dpo and "30 prompts x 4 answers" in dpo
+    assert "gold RM ties 17 of 120" in dpo
+    assert "inconclusive" not in ppo

@@ -1078,8 +1078,9 @@ def parse_args(argv=None):
     p.add_argument("--max-pairs", type=int, help="use at most N preference pairs")
     p.add_argument("--eval-prompts", help="JSON list of {category, prompt} (default data/eval_prompts.json)")
     p.add_argument("--max-eval-prompts", type=int)
-    p.add_argument("--eval-samples", type=int, default=1,
-                   help="answers per evaluation prompt and model (default 1; 4 narrows the intervals, 4x the time)")
+    p.add_argument("--eval-samples", type=int, default=4,
+                   help="answers per evaluation prompt and model (default 4: intervals about half as wide as with 1, "
+                        "the evaluation about 4x as long: 3.6 min instead of 55 s on 2 CPU cores)")
     p.add_argument("--reward-flaw", choices=("none", "length"), default="none",
                    help="plant a bias in the proxy reward model's training pairs (the reward-hacking exercise): "
                         "'length' labels the longer answer chosen in every pair; the gold reward model stays clean")

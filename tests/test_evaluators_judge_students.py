@@ -5,7 +5,6 @@ on 127.0.0.1 with the real openai client, and the students' arena votes as a Bra
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,20 +12,18 @@ import pytest
 
 from alignment.arena import ArenaVotes, bradley_terry, students_evaluation
 from alignment.judge import Judge, JudgeConfig, judge_evaluation
+from fake_openai import FakeChatServer, serve
 
 KEY = "sk-test-judge-evaluator-0123"
 
 
-class FakeJudgeServer(BaseHTTPRequestHandler):
+class FakeJudgeServer(FakeChatServer):
     """``/v1/chat/completions`` deciding from the two responses it is shown (thread-safe, order-free):
     FAIL in either -> HTTP 500; GARBLE -> an unparseable reply; FIRST in either -> "A" (a judge that always prefers
     the first position); else the response containing GOOD wins, "tie" when neither does."""
 
     requests: list = []
     lock = threading.Lock()
-
-    def log_message(self, *args):
-        pass
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -36,36 +33,21 @@ class FakeJudgeServer(BaseHTTPRequestHandler):
         with type(self).lock:
             type(self).requests.append((a, b))
         if "FAIL" in a + b:
-            return self._send(500, {"error": {"message": "server exploded"}}, {"retry-after-ms": "10"})
+            return self.send(500, {"error": {"message": "server exploded"}}, {"retry-after-ms": "10"})
         if "GARBLE" in a + b:
             reply = "I cannot decide"
         elif "FIRST" in a + b:
             reply = "A"
         else:
             reply = "A" if "GOOD" in a else "B" if "GOOD" in b else "tie"
-        self._send(200, {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": reply}}]})
-
-    def _send(self, code, payload, headers=None):
-        raw = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(raw)
+        self.reply(body, reply)
 
 
 @pytest.fixture()
 def server():
     FakeJudgeServer.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudgeServer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
+    with serve(FakeJudgeServer) as url:
+        yield url
 
 
 def _judge(url, retries=0):

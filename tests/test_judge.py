@@ -2,34 +2,30 @@
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from alignment.judge import Judge, JudgeConfig, combine_verdicts, parse_verdict
+from fake_openai import FakeChatServer, serve
 
 KEY = "sk-test-SECRET-0123456789"
 
 
-class FakeOpenAI(BaseHTTPRequestHandler):
+class FakeOpenAI(FakeChatServer):
     """Answers /v1/chat/completions. ``script`` is a list of behaviours consumed one request at a time:
     "judge" (prefers the response containing GOOD), "429", "malformed", "401", or a literal reply text."""
 
     script: list = []
     requests: list = []
 
-    def log_message(self, *args):
-        pass
-
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append({"auth": self.headers.get("Authorization"), "body": body})
         action = type(self).script.pop(0) if type(self).script else "judge"
         if action == "429":
-            return self._send(429, {"error": {"message": "rate limited"}}, {"retry-after-ms": "10"})
+            return self.send(429, {"error": {"message": "rate limited"}}, {"retry-after-ms": "10"})
         if action == "401":
-            return self._send(401, {"error": {"message": f"Incorrect API key provided: {KEY}"}})
+            return self.send(401, {"error": {"message": f"Incorrect API key provided: {KEY}"}})
         if action == "malformed":
             raw = b'{"id": "x", "choices": [ {"message": '
             self.send_response(200)
@@ -41,29 +37,14 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             text = body["messages"][0]["content"]
             a = text.split("[Response A]")[1].split("[Response B]")[0]
             action = "A" if "GOOD" in a else "B"
-        self._send(200, {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": action}}]})
-
-    def _send(self, code, payload, headers=None):
-        raw = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(raw)
+        self.reply(body, action)
 
 
 @pytest.fixture()
 def server():
     FakeOpenAI.script, FakeOpenAI.requests = [], []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
+    with serve(FakeOpenAI) as url:
+        yield url
 
 
 def _judge(url, retries=2):

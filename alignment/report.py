@@ -424,8 +424,7 @@ def film_strip_curves(methods: dict) -> dict[str, list[dict]]:
     return curves
 
 
-OVEROPT_PANELS = (("proxy", "proxy RM score (what PPO and GRPO optimise)"), ("gold", "gold RM score (held out)"),
-                  ("rules", "rules score (0-1)"))
+OVEROPT_PANELS = (("proxy", "proxy RM (optimised)"), ("gold", "gold RM (held out)"), ("rules", "rules (0-1)"))
 
 
 def overoptimization_figure(curves: dict[str, list[dict]]):
@@ -439,7 +438,7 @@ def overoptimization_figure(curves: dict[str, list[dict]]):
 
     panels = [(k, t) for k, t in OVEROPT_PANELS if any(p[0].get(k) is not None for p in curves.values() if p)]
     panels = panels or list(OVEROPT_PANELS[:1])
-    fig = make_subplots(rows=len(panels), cols=1, subplot_titles=[f"change in {t}" for _, t in panels],
+    fig = make_subplots(rows=len(panels), cols=1, subplot_titles=[f"Δ {t}" for _, t in panels],
                         vertical_spacing=0.12, shared_xaxes=True)
     colors = {"dpo": "#1f77b4", "ppo": "#d62728", "grpo": "#2ca02c"}
     for i, (key, _) in enumerate(panels, 1):
@@ -453,9 +452,9 @@ def overoptimization_figure(curves: dict[str, list[dict]]):
                                      line_color=colors.get(m), text=[f"step {p['step']}" for p in pts],
                                      hovertemplate="%{text}<br>KL %{x:.2f} nats<br>change %{y:.3f}"), row=i, col=1)
         fig.add_hline(y=0, line_dash="dot", line_color="grey", row=i, col=1)
-    fig.update_xaxes(title_text="KL to base (nats per answer, film-strip prompts)", row=len(panels), col=1)
+    fig.update_xaxes(title_text="KL to base (nats per answer)", row=len(panels), col=1)
     fig.update_layout(height=230 * len(panels) + 120, title=dict(
-        text="Over-optimisation (Gao et al. 2023): scores vs KL while training", x=0, xanchor="left", font_size=13),
+        text="Scores vs KL while training", x=0, xanchor="left", font_size=13),
         legend=dict(orientation="h", x=0, y=-0.12), margin=dict(l=40, r=10, t=70, b=40))
     return fig
 

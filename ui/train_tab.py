@@ -195,7 +195,8 @@ def create_train_tab(manager) -> dict:
                     "and the rules score each answer; KL is in nats from the base model. A proxy score that climbs "
                     "while gold and rules fall is reward over-optimisation (Gao et al. 2023).")
         film_chart = gr.Plot(label="Scores vs KL since the first frame", elem_id="train-film-chart")
-        film = gr.Dataframe(headers=FILM_HEADERS, value=[], wrap=True, elem_id="train-film-table")
+        film = gr.Dataframe(headers=FILM_HEADERS, value=[], wrap=True, elem_id="train-film-table",
+                            column_widths=["64px", "112px", "200px", "360px", "88px", "88px", "64px", "88px", "72px"])
     with gr.Row():
         run_pick = gr.Dropdown([], value=None, label="Show a finished run", scale=1, allow_custom_value=False)
         run_chart = gr.Plot(label="Selected run", scale=4)

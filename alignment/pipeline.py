@@ -34,9 +34,10 @@ def load_reward_scorer(session, adapter: str | Path):
 
     session.setup_model()
     base = load_sequence_classifier(session.source, session.tokenizer, seed=session.seed)
-    cfg = session.configs["reward"]
+    # the length budget it was trained with (its run's config.json: the gold model's is its reward run's)
+    saved = trained_config(adapter.parent) or trained_config(adapter.parent.parent) or session.configs["reward"].to_dict()
     return RewardScorer(PeftModel.from_pretrained(base, str(adapter)).eval(), session.tokenizer,
-                        max_length=cfg.max_prompt_length + cfg.max_completion_length + 16)
+                        max_length=saved["max_prompt_length"] + saved["max_completion_length"] + 16)
 
 
 def gold_adapter(reward_adapter: str | Path | None) -> Path | None:
@@ -72,6 +73,7 @@ def train_run(session, method: str, cfg, data: dict, run_dir: str | Path, *, rew
     ctx = RunContext(Path(run_dir), method, cfg.max_steps, stop_event, on_progress)
     ctx.write_config({"method": method, "config": cfg.to_dict(), "model": session.setup_model(),
                       "dataset": data["load_report"], "train_pairs": len(data["train"]), **(description or {})})
+    # the reward model may have its own length budget (Session.fit_for); the policies share the session's
     model = None
     try:
         gold_scorer = None
@@ -84,7 +86,8 @@ def train_run(session, method: str, cfg, data: dict, run_dir: str | Path, *, rew
         if gold is not None and (spec.needs_reward_model or watch):  # PPO's and GRPO's rollouts, the film strips
             ctx.phase("loading the gold reward model")
             gold_scorer = load_reward_scorer(session, gold)
-        inputs = TrainInputs(session.source, session.tokenizer, data["train"], data["heldout"], reward_scorer,
+        train, heldout = session.fit_for(cfg, data) if method == "reward" else (data["train"], data["heldout"])
+        inputs = TrainInputs(session.source, session.tokenizer, train, heldout, reward_scorer,
                              gold_scorer, data.get("eval_prompts") or [])
         model, extra = spec.train(cfg, inputs, ctx)
         if model is not None:

@@ -92,21 +92,32 @@ class Session:
         """Load ``choice``, fit it to the length budget and split it; with the evaluation prompts.
 
         Returns:
-            ``{"train", "heldout", "eval_prompts", "load_report", "statistics"}``.
+            ``{"train", "heldout", "eval_prompts", "load_report", "statistics", "pairs"}``; ``pairs``: the loaded
+            pairs before fitting, for a reward model with its own length budget (``fit_for``).
 
         Raises:
             FileNotFoundError / ValueError: unreadable source or no usable pair (the message says why).
         """
         self.setup_model()
-        rows, report = load_preference_dataset(choice.source, max_pairs=choice.max_pairs, name=choice.name)
-        rows = fit_to_length(rows, self.tokenizer, self.lengths.max_prompt_length,
+        pairs, report = load_preference_dataset(choice.source, max_pairs=choice.max_pairs, name=choice.name)
+        rows = fit_to_length(pairs, self.tokenizer, self.lengths.max_prompt_length,
                              self.lengths.max_completion_length, report)
         train, heldout = split_pairs(rows, seed=self.seed, report=report)
         logger.info("Dataset: %s", report.summary())
         return {"train": train, "heldout": heldout, "eval_prompts": self.load_eval_prompts(),
                 "load_report": report.to_dict(),
                 "statistics": {"train": dataset_statistics(train, self.tokenizer),
-                               "heldout": dataset_statistics(heldout, self.tokenizer)}}
+                               "heldout": dataset_statistics(heldout, self.tokenizer)}, "pairs": pairs}
+
+    def fit_for(self, cfg, data: dict) -> tuple[list, list]:
+        """The training and held-out pairs of ``data`` for a run with config ``cfg``: ``data``'s own when ``cfg``
+        has the shared length budget (``lengths``); else the loaded pairs fitted to ``cfg``'s budget and split
+        with the same seed. Only the reward model may have its own budget (it generates nothing: HH-RLHF answers
+        are longer than the 32 tokens a policy samples; README "The reward model on HH-RLHF")."""
+        budget = (cfg.max_prompt_length, cfg.max_completion_length)
+        if budget == (self.lengths.max_prompt_length, self.lengths.max_completion_length) or not data.get("pairs"):
+            return data["train"], data["heldout"]
+        return split_pairs(fit_to_length(data["pairs"], self.tokenizer, *budget), seed=self.seed)
 
     def load_eval_prompts(self) -> list[dict]:
         return load_eval_prompts(self.eval_prompts)[: self.max_eval_prompts]

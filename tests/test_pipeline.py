@@ -189,3 +189,32 @@ def test_cli_sweep_refuses_bad_values_before_training(tmp_path, capsys):
     assert "beta" in capsys.readouterr().err and not (tmp_path / "class").exists()
     with pytest.raises(SystemExit, match="policy method"):
         class7_1.main(["--model", "tiny", "--sweep", "reward.learning_rate=0.1,0.2"])
+
+
+def test_the_reward_model_may_have_its_own_length_budget(tmp_path, monkeypatch):
+    """``--set reward.max_completion_length=128``: the reward model learns from answers cut at 128 tokens, not at the
+    policies' 32 (HH-RLHF answers are longer); the policies keep the shared budget; its scorer reads that budget."""
+    import alignment.trainers as trainers
+    from alignment.pipeline import load_reward_scorer
+
+    seen = {}
+    real = trainers.train_reward_model
+
+    def spy(cfg, source, tokenizer, train_rows, eval_rows, ctx, model=None):
+        seen.setdefault("rows", train_rows)
+        return real(cfg, source, tokenizer, train_rows, eval_rows, ctx, model)
+
+    monkeypatch.setattr(trainers, "train_reward_model", spy)
+    budget = {"max_steps": 1, "max_prompt_length": 64, "max_completion_length": 8}
+    manager = AlignmentComparisonManager("tiny", output_dir=tmp_path, max_pairs=60,
+                                         overrides={"all": budget, "reward": {"max_completion_length": 128,
+                                                                              "gold_model": False}})
+    manager.load_preference_datasets()
+    result = manager.train_method("reward")
+    tok = manager.tokenizer
+    longest = max(len(tok(r[k], add_special_tokens=False)["input_ids"]) for r in seen["rows"] for k in ("chosen", "rejected"))
+    shared = max(len(tok(r[k], add_special_tokens=False)["input_ids"]) for r in manager.datasets["train"]
+                 for k in ("chosen", "rejected"))
+    assert shared <= 8 < longest <= 128  # the policies' pairs are cut at 8 tokens, the reward model's are not
+    scorer = load_reward_scorer(manager.session, Path(result["adapter"]))
+    assert scorer.max_length == 64 + 128 + 16

@@ -312,6 +312,7 @@ def training_figure(method: str, history: list[dict]):
               ("accuracy", ["accuracy", "rewards/accuracies"]),
               ("margin", ["margin"]),
               ("proxy vs gold RM (raw scores)", ["objective/raw_scores", "gold/scores"]),
+              ("rules (0-1)", ["rules/scores"]),
               ("KL", ["objective/kl", "kl"]),
               ("approx. KL (update)", ["policy/approxkl_avg"]),
               ("clip fractions", ["policy/clipfrac_avg", "val/clipfrac_avg", "clip_ratio/region_mean"]),

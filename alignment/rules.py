@@ -30,6 +30,10 @@ Kinds (category: what is checked; a right and a wrong answer):
   helps!" -> 0.5 (filler) or 0 (filler and too long).
 
 An empty answer scores 0 on every rule.
+
+The built-in *training* prompts have rules too (``alignment.data.builtin.train_rules``), looked up by the question
+(a conversation's last user turn): PPO and GRPO log the rules' mean on their rollouts as ``rules/scores``, watched,
+never optimised (``rule_scores``).
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ from __future__ import annotations
 import re
 
 from .data.builtin import (ALTERNATIVE_MARKERS, DISMISSIVE_MARKERS, EVAL_RULES, FILLER_PHRASES, REFUSAL_MARKERS,
-                           STEP_VERBS)
+                           STEP_VERBS, train_rules)
 
 KINDS = ("contains", "word_count", "item_count", "refusal", "steps", "concise")
+_TRAIN_RULES = train_rules()
 
 _WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")  # letters/digits, with inner apostrophes or hyphens
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)]|[a-z][.)])\s+\S", re.I)
@@ -126,12 +131,24 @@ _CHECKS = {"contains": _contains, "word_count": lambda r, a: _off_by(len(words(a
            "item_count": _item_count, "refusal": _refusal, "steps": _steps, "concise": _concise}
 
 
+def _question(prompt) -> str | None:
+    """The text a rule is looked up by: the prompt string, or a conversation's last user turn."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list):
+        users = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return users[-1] if users and isinstance(users[-1], str) else None
+    return None
+
+
 def rule_for(prompt_row: dict) -> dict | None:
-    """The rule of an evaluation prompt: its own ``rule``, else the built-in one for the same prompt text (so a
-    loader that keeps only ``category`` and ``prompt`` still gets the built-in prompts' rules), else None."""
+    """The rule of a prompt: its own ``rule``, else the built-in one for the same question (an evaluation prompt's,
+    ``EVAL_RULES``, or a built-in training prompt's, ``train_rules``; a conversation is looked up by its last user
+    turn), so a loader that keeps only ``category`` and ``prompt`` still gets them; else None."""
     rule = prompt_row.get("rule")
-    if rule is None and isinstance(prompt_row.get("prompt"), str):
-        rule = EVAL_RULES.get(prompt_row["prompt"])
+    question = _question(prompt_row.get("prompt")) if rule is None else None
+    if question is not None:
+        rule = EVAL_RULES.get(question) or _TRAIN_RULES.get(question)
     return rule
 
 
@@ -154,3 +171,10 @@ def score_answer(prompt_row: dict, answer: str) -> float | None:
     if not words(answer or ""):
         return 0.0
     return float(_CHECKS[kind](rule, answer))
+
+
+def rule_scores(prompts: list, answers: list[str]) -> list[float]:
+    """The rule scores of the answers whose prompt has a rule (``score_answer``), in order, the others left out:
+    PPO's and GRPO's per-step ``rules/scores`` (their mean), watched during training and never optimised."""
+    scores = (score_answer({"prompt": p}, a) for p, a in zip(prompts, answers))
+    return [s for s in scores if s is not None]

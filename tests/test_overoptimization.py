@@ -13,7 +13,7 @@ from alignment.data.flaws import plant_flaw
 from alignment.generation import generate
 from alignment.models import load_causal_lm, lora_config
 from alignment.report import film_strip_curves, figures
-from alignment.rules import score_answer
+from alignment.rules import rule_for, rule_scores, score_answer
 from alignment.trainers import train_dpo, train_grpo, train_ppo
 from alignment.trainers.common import RunContext, read_metrics
 from alignment.trainers.film_strip import FilmStrip, Referees, pick_prompts, read_film_strip
@@ -33,6 +33,7 @@ class RecordingScorer:
     def score(self, prompts, responses, bf16=False):
         out = torch.tensor([self.offset + len(r) for r in responses], dtype=torch.float32)
         self.calls.append(out)
+        self.seen = getattr(self, "seen", []) + [(list(prompts), list(responses))]
         return out
 
 
@@ -120,6 +121,10 @@ def test_ppo_logs_gold_scores_and_film_strip_without_changing_training(tmp_path,
     metrics = read_metrics(run_dir / "metrics.jsonl")
     rollout_means = [float(c.mean()) for c in gold.calls if len(c) == cfg.batch_size]
     assert [m["gold/scores"] for m in metrics] == pytest.approx(rollout_means)
+    # the rules watch too, on the built-in prompts that have one (never optimised)
+    rollouts = [seen for seen in proxy.seen if len(seen[1]) == cfg.batch_size][-len(metrics):]  # the watched run's
+    expected = [sum(r) / len(r) for r in (rule_scores(p, t) for p, t in rollouts)]
+    assert [m["rules/scores"] for m in metrics] == pytest.approx(expected)
     assert [f["step"] for f in read_film_strip(run_dir)] == [0, 2, 3]  # before, every 2 steps, the last one
     assert "gold/scores" not in read_metrics(tmp_path / "plain" / "metrics.jsonl")[0]
 
@@ -133,6 +138,8 @@ def test_grpo_logs_raw_proxy_and_gold_scores(tmp_path, tiny_source, tokenizer, t
     metrics = read_metrics(ctx.run_dir / "metrics.jsonl")
     assert [m["objective/raw_scores"] for m in metrics] == pytest.approx([float(c.mean()) for c in proxy.calls])
     assert [m["gold/scores"] for m in metrics] == pytest.approx([float(c.mean()) for c in gold.calls])
+    expected = [sum(r) / len(r) for r in (rule_scores(p, t) for p, t in proxy.seen)]
+    assert [m["rules/scores"] for m in metrics] == pytest.approx(expected)
     # the gold model is watched, never optimised: TRL's reward is the proxy's (minus the missing-EOS penalty)
     assert all(m["reward"] <= m["objective/raw_scores"] + 1e-4 for m in metrics)
     assert not (ctx.run_dir / "film_strip.jsonl").exists()
@@ -177,3 +184,16 @@ def test_train_tab_film_rows_newest_frame_first():
     assert [r[0] for r in rows] == [10, 0] and len(rows[0]) == len(FILM_HEADERS)
     assert rows[0][3] == "answer 10" and rows[0][4] == 1.23 and rows[0][5] == "-"  # no gold model: "-"
     assert len(film_rows(frames * 30, limit=7)) == 7
+
+
+def test_built_in_training_prompts_have_rules_that_agree_with_their_pairs(builtin_rows):
+    """Most built-in training prompts have a rule (looked up by the conversation's last user turn); by it the chosen
+    answer never scores below the rejected one."""
+    ruled = [r for r in builtin_rows if rule_for({"prompt": r["prompt"]})]
+    assert len(ruled) >= 0.9 * len(builtin_rows)
+    for r in ruled:
+        chosen, rejected = (score_answer({"prompt": r["prompt"]}, r[k]) for k in ("chosen", "rejected"))
+        assert chosen >= rejected, r
+    assert sum(score_answer({"prompt": r["prompt"]}, r["chosen"]) > score_answer({"prompt": r["prompt"]}, r["rejected"])
+               for r in ruled) >= 0.9 * len(ruled)
+    assert rule_for({"prompt": [{"role": "user", "content": "Tell me about HH-RLHF."}]}) is None

@@ -388,6 +388,34 @@ def eval_prompt_records() -> list[dict]:
     return [{"category": c, "prompt": p, "rule": EVAL_RULES[p]} for c, ps in EVAL_PROMPTS.items() for p in ps]
 
 
+def train_rules() -> dict[str, dict]:
+    """The rule of every built-in *training* prompt that has one, ``{prompt text: rule}`` (the same kinds as
+    ``EVAL_RULES``): capitals -> the capital present and no other capital; "exactly N words" -> the word count;
+    "List exactly three" -> three items; "Answer in one word" -> one word; harmful requests -> a refusal with an
+    alternative; how-to questions -> at least three steps; the concise questions -> no filler, at most 20 words.
+    The science questions have none (their answers are sentences, not a checkable term). PPO and GRPO score their
+    rollouts on these prompts with them during training (``rules/scores``)."""
+    rules: dict[str, dict] = {}
+    capitals = [c for _, c in CAPITALS]
+    for country, capital in CAPITALS:
+        rules[f"What is the capital of {country}?"] = {"kind": "contains", "correct": [capital],
+                                                       "wrong": [c for c in capitals if c != capital]}
+    for thing, *_ in DESCRIPTIONS:
+        rules[f"Describe a {thing} in exactly 5 words."] = {"kind": "word_count", "n": 5}
+        rules[f"Describe a {thing} in exactly 3 words."] = {"kind": "word_count", "n": 3}
+    for what, *_ in LISTS:
+        rules[f"List exactly three {what}."] = {"kind": "item_count", "n": 3}
+    for q, *_ in ONE_WORD:
+        rules[q] = {"kind": "word_count", "n": 1}
+    for request in HARMFUL:
+        rules[request] = {"kind": "refusal"}
+    for q, _ in HELPFUL:  # also asked in verbosity pairs: helpfulness (steps) is what the question asks for
+        rules[q] = {"kind": "steps", "min_steps": 3}
+    for q, _ in CONCISE:
+        rules.setdefault(q, {"kind": "concise", "max_words": 20})
+    return rules
+
+
 def _pair(prompt: str, chosen: str, rejected: str, category: str) -> dict:
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "category": category}
 

@@ -8,7 +8,8 @@ within 1e-5, tests/test_trl_equivalence.py). No value model. The reward is the s
 ``missing_eos_penalty`` for completions that hit the length limit without EOS.
 Metrics: TRL's ``reward``, ``reward_std``, ``kl``, ``entropy``, ``completions/mean_length``, ``clip_ratio/*``; and,
 as PPO logs them, ``objective/raw_scores`` (the proxy reward model's mean score, no penalty) and ``gold/scores``
-(the gold reward model's, when there is one), for the over-optimisation charts (``alignment.trainers.film_strip``).
+(the gold reward model's, when there is one) and ``rules/scores`` (the rules' mean on prompts that have one: the
+built-in data), for the over-optimisation charts (``alignment.trainers.film_strip``).
 
 Progress: the phases of each step are named through ``ctx.phase`` from TRL's own order of work
 (``GRPOTrainer._generate_and_score_completions``): "sampling" when the step begins (``RunContextCallback``),
@@ -29,6 +30,7 @@ from ..config import GRPOConfig
 from transformers import TrainerCallback
 
 from ..generation import MergedRolloutModel, RewardScorer, apply_missing_eos_penalty
+from ..rules import rule_scores
 from ..models import load_causal_lm, lora_config
 from .common import RunContext, attach, lm_head_on_labelled_positions_only, trained_model, trl_common_args
 from .film_strip import film_strip_callback
@@ -39,7 +41,7 @@ class _WatchScores(TrainerCallback):
     before ``RunContextCallback``'s, which writes them: callbacks run in the order they were added)."""
 
     def __init__(self):
-        self.pending: dict[str, list[float]] = {"objective/raw_scores": [], "gold/scores": []}
+        self.pending: dict[str, list[float]] = {"objective/raw_scores": [], "gold/scores": [], "rules/scores": []}
 
     def add(self, key: str, scores: list[float]) -> None:
         self.pending[key].extend(scores)
@@ -92,6 +94,7 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
         watch.add("objective/raw_scores", raw.tolist())
         if gold_scorer is not None:
             watch.add("gold/scores", gold_scorer.score(prompts, texts, bf16=cfg.bf16).tolist())
+        watch.add("rules/scores", rule_scores(prompts, texts))
         if completion_ids is not None:
             has_eos = torch.tensor([bool(ids) and ids[-1] == tokenizer.eos_token_id for ids in completion_ids])
             raw = apply_missing_eos_penalty(raw, has_eos, cfg.missing_eos_penalty)

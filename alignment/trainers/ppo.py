@@ -31,7 +31,8 @@ update is dropped whole (no metrics line, the policy as after the previous step)
 ``metrics.jsonl`` always agree. The update itself (a few forward/backward passes) is not interrupted.
 
 Over-optimisation (Gao et al. 2023): with a gold reward model, every rollout is also scored by it (``gold/scores``,
-raw units; ``objective/raw_scores`` is the proxy's), and a ``FilmStrip`` records answers to fixed prompts before
+raw units; ``objective/raw_scores`` is the proxy's) and, on prompts that have a rule (the built-in data), by the
+rules (``rules/scores``), and a ``FilmStrip`` records answers to fixed prompts before
 the first step and every ``film_strip_every`` steps (``alignment.trainers.film_strip``).
 
 Metrics use TRL's PPO names: ``objective/kl``, ``objective/entropy``, ``objective/non_score_reward``,
@@ -54,6 +55,7 @@ from ..generation import MergedRolloutModel, RewardScorer, apply_missing_eos_pen
 from ..losses import (gae, kl_penalty_rewards, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss,
                       reward_normalization, sequence_logps_and_entropy)
 from ..models import load_causal_lm, lora_config
+from ..rules import rule_scores
 from .common import RunContext, write_json
 
 
@@ -250,6 +252,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             scores = apply_missing_eos_penalty(scores, has_eos, cfg.missing_eos_penalty)
             gold_scores = (gold_scorer.score(batch_prompts, [g.text for g in gens], bf16=cfg.bf16)
                            if gold_scorer is not None else None)  # (B,) watched, never optimised
+            rules = rule_scores(batch_prompts, [g.text for g in gens])  # the built-in prompts' rules, watched
             # 3. per-token rewards with KL penalty, 4. GAE ---------------------------------------------------
             rewards, non_score = kl_penalty_rewards(old_logprobs, ref_logprobs, scores, lengths, kl_ctl.value)
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
@@ -306,6 +309,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
                 "time/generation_s": t1 - t0, "time/logprobs_s": t2 - t1, "time/scoring_s": t3 - t2,
                 "time/update_s": t4 - t3, "num_tokens": num_tokens,
                 **({"gold/scores": gold_scores.mean()} if gold_scores is not None else {}),
+                **({"rules/scores": sum(rules) / len(rules)} if rules else {}),
             })
         if ctx.should_stop():
             break

@@ -123,16 +123,7 @@ class ArenaVotes:
         played = {v["model_a"] for v in votes} | {v["model_b"] for v in votes}
         rows = []
         for m in models:
-            w = t = lo = 0
-            for v in votes:
-                if m not in (v["model_a"], v["model_b"]):
-                    continue
-                if v["winner"] == "tie":
-                    t += 1
-                elif (v["winner"] == "A") == (v["model_a"] == m):
-                    w += 1
-                else:
-                    lo += 1
+            w, t, lo = _head_to_head(votes, m)
             lo_hi = ci[m] if m in played else (None, None)  # no games: no rating to be sure about
             rows.append({"model": m, "bradley_terry": round(bt[m], 1), "ci_low": lo_hi[0], "ci_high": lo_hi[1],
                          "elo": round(el[m], 1), "games": w + t + lo, "wins": w, "ties": t, "losses": lo,
@@ -186,11 +177,12 @@ class ArenaRounds:
             return list(self._rounds[round_id]["models"])
 
 
-def _head_to_head(votes: list[dict], model: str, other: str) -> tuple[int, int, int]:
-    """(wins, ties, losses) of ``model`` in the votes between ``model`` and ``other``."""
+def _head_to_head(votes: list[dict], model: str, other: str | None = None) -> tuple[int, int, int]:
+    """(wins, ties, losses) of ``model`` in the votes between ``model`` and ``other`` (None: any opponent)."""
     w = t = lo = 0
     for v in votes:
-        if {v["model_a"], v["model_b"]} != {model, other}:
+        pair = {v["model_a"], v["model_b"]}
+        if model not in pair or (other is not None and pair != {model, other}):
             continue
         if v["winner"] == "tie":
             t += 1

@@ -64,6 +64,28 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def latency_summary(seconds: list[float]) -> dict | None:
+    """``{"n", "p50", "p95", "max"}`` in milliseconds of request latencies given in seconds (None without any)."""
+    ms = sorted(x * 1000 for x in seconds)
+    return {"n": len(ms), "p50": round(percentile(ms, 50), 1), "p95": round(percentile(ms, 95), 1),
+            "max": round(ms[-1], 1)} if ms else None
+
+
+def stop_app(server: subprocess.Popen) -> None:
+    """A normal shutdown (SIGINT: the annotation store writes its JSON file at exit), killed after 30 s."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def student_record_ids(store) -> list[str]:
+    """The ids of the simulated students' records (annotators ``student*``) in ``store`` (an
+    ``alignment.annotations.AnnotationStore``), duplicates kept."""
+    return [r["id"] for r in store.records() if r["annotator"].startswith("student")]
+
+
 def free_port() -> int:
     import socket
 
@@ -147,22 +169,16 @@ def load_test(out: Path, clients: int, submits: int, preload: int, think_s: floa
         [t.join(timeout=timeout_s) for t in threads]
         wall = time.time() - t0
     finally:
-        server.send_signal(signal.SIGINT)  # a normal shutdown: the store writes the JSON file at exit
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_app(server)
     store = AnnotationStore(app_dir / "collected_annotations.json")
-    ids = [r["id"] for r in store.records() if r["annotator"].startswith("student")]
+    ids = student_record_ids(store)
     exported = [r["id"] for r in json.loads(store.path.read_text())["annotations"] if r["annotator"].startswith("student")]
-    lat_ms = sorted(x * 1000 for x in latencies)
     return {
         "clients": clients, "submits_per_client": submits, "think_time_s": think_s, "preloaded_records": preload,
         "wall_s": round(wall, 1), "submits_acknowledged": len(acked), "rejected_or_failed": len(errors),
         "errors": errors[:5], "lost": len(set(acked) - set(ids)), "lost_in_json": len(set(acked) - set(exported)),
         "duplicates": len(ids) - len(set(ids)),
-        "latency_ms": {"p50": round(percentile(lat_ms, 50), 1), "p95": round(percentile(lat_ms, 95), 1),
-                       "max": round(lat_ms[-1], 1)} if lat_ms else None,
+        "latency_ms": latency_summary(latencies),
         "throughput_per_s": round(len(acked) / wall, 1),
     }
 

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,15 +43,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from alignment.models import DEFAULT_MODEL  # noqa: E402
-from annotation_load import free_port, machine, percentile, wait_until_up  # noqa: E402
+from annotation_load import (free_port, latency_summary, machine, stop_app, student_record_ids,  # noqa: E402
+                             wait_until_up)
 
 SETTINGS = ("learning_rate", "max_steps", "batch_size", "beta", "clip_range", "group_size", "lora_r")
-
-
-def _stats(seconds: list[float]) -> dict | None:
-    ms = sorted(x * 1000 for x in seconds)
-    return {"n": len(ms), "p50": round(percentile(ms, 50), 1), "p95": round(percentile(ms, 95), 1),
-            "max": round(ms[-1], 1)} if ms else None
 
 
 def run(out: Path, students: int, annotations: int, compares: int, think_s: float, model: str, timeout_s: float) -> dict:
@@ -159,19 +153,14 @@ def run(out: Path, students: int, annotations: int, compares: int, think_s: floa
         for j in queue.jobs(None, limit=10_000):
             queue.cancel(j["id"])  # the load is over: leave no job behind
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    store = AnnotationStore(out / "collected_annotations.json")
-    ids = [r["id"] for r in store.records() if r["annotator"].startswith("student")]
+        stop_app(server)
+    ids = student_record_ids(AnnotationStore(out / "collected_annotations.json"))
     accepted = [r for r in replies if "⚠️" not in r[2]]
     per_request = {(j["owner"], j["method"]) for j in rows}
     return {
         "students": students, "annotations_each": annotations, "compares_each": compares, "trainings_each": 2,
         "think_time_s": think_s, "model": model, "class_models_setup_s": round(setup_s, 1), "wall_s": round(wall, 1),
-        "latency_ms": {k: _stats(v) for k, v in lat.items()},
+        "latency_ms": {k: latency_summary(v) for k, v in lat.items()},
         "annotations_acknowledged": len(acked), "records_lost": len(set(acked) - set(ids)),
         "records_duplicated": len(ids) - len(set(ids)),
         "training_requests": len(replies), "training_accepted": len(accepted),

@@ -197,3 +197,21 @@ def test_built_in_training_prompts_have_rules_that_agree_with_their_pairs(builti
     assert sum(score_answer({"prompt": r["prompt"]}, r["chosen"]) > score_answer({"prompt": r["prompt"]}, r["rejected"])
                for r in ruled) >= 0.9 * len(ruled)
     assert rule_for({"prompt": [{"role": "user", "content": "Tell me about HH-RLHF."}]}) is None
+
+
+def test_the_film_strip_is_named_only_when_it_takes_a_frame(tmp_path, tiny_source, tokenizer, train_rows):
+    """The progress label says "film strip" for the frames only (steps 0, 2 and the last), not after every step."""
+    phases = []
+
+    class Progress:
+        def __call__(self, step, total, metrics):
+            pass
+
+        def phase(self, name, step=None):
+            phases.append(name)
+
+    cfg = make_config("dpo", **FAST, film_strip_every=2)
+    ctx = RunContext(tmp_path / "dpo", "dpo", cfg.max_steps, on_progress=Progress())
+    strip = FilmStrip(ctx.run_dir, tokenizer, pick_prompts(EVAL, 2), every=2, max_new_tokens=6)
+    train_dpo(cfg, tiny_source, tokenizer, train_rows, ctx, policy=_policy(tiny_source, tokenizer, cfg), film_strip=strip)
+    assert phases.count("film strip") == 3 and [f["step"] for f in read_film_strip(ctx.run_dir)] == [0, 2, 3]

@@ -97,15 +97,14 @@ class FilmStrip:
     def enabled(self) -> bool:
         return self.every > 0 and bool(self.prompts)
 
-    def due(self, step: int) -> bool:
-        """Whether step ``step`` (0 = before training) gets a frame: every ``every`` steps, once each."""
-        return self.enabled and step % self.every == 0 and step not in self.captured
+    def wants(self, step: int, final: bool = False) -> bool:
+        """Whether step ``step`` (0 = before training) gets a frame: every ``every`` steps and the ``final`` one,
+        once each."""
+        return self.enabled and step not in self.captured and (final or step % self.every == 0)
 
     def maybe_capture(self, step: int, policy, final: bool = False) -> dict | None:
-        """``capture`` when ``due(step)``, or at the ``final`` step when it has no frame yet; else None."""
-        if self.enabled and step not in self.captured and (final or step % self.every == 0):
-            return self.capture(step, policy)
-        return None
+        """``capture`` when the step ``wants`` a frame, else None."""
+        return self.capture(step, policy) if self.wants(step, final) else None
 
     @torch.no_grad()
     def capture(self, step: int, policy) -> dict:
@@ -173,13 +172,13 @@ def film_strip_callback(strip: FilmStrip, trainer, ctx):
         return trainer.accelerator.unwrap_model(trainer.model)
 
     def shoot(step: int, final: bool = False):
-        if ctx.should_stop() or not strip.enabled:
+        if ctx.should_stop() or not strip.wants(step, final):
             return
         ctx.phase("film strip")
         policy = model()
         patched = policy.__dict__.pop("generate", None)  # GRPO's phase-naming wrapper (alignment.trainers.grpo)
         try:
-            strip.maybe_capture(step, policy, final=final)
+            strip.capture(step, policy)
         finally:
             if patched is not None:
                 policy.generate = patched

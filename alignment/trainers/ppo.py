@@ -193,7 +193,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         norm = fit_reward_normalization(policy, tokenizer, prompts, scorer, cfg)
         write_json(ctx.run_dir / "reward_normalization.json", norm)
         ctx.should_stop()  # a stop meanwhile skips the steps below
-    if film_strip is not None and not ctx.stopped_early and film_strip.due(0):
+    if film_strip is not None and not ctx.stopped_early and film_strip.wants(0):
         ctx.phase("film strip")
         film_strip.capture(0, policy)
 
@@ -247,12 +247,13 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         ctx.phase("scoring", step)
         t2 = time.perf_counter()
         with torch.no_grad():  # 2. score (bf16 autocast when cfg.bf16) -----------------------------------------
-            raw_scores = scorer.score(batch_prompts, [g.text for g in gens], bf16=cfg.bf16).to(device)  # (B,) fp32
+            texts = [g.text for g in gens]
+            raw_scores = scorer.score(batch_prompts, texts, bf16=cfg.bf16).to(device)  # (B,) fp32
             scores = raw_scores * norm["gain"] + norm["bias"] if norm else raw_scores
             scores = apply_missing_eos_penalty(scores, has_eos, cfg.missing_eos_penalty)
-            gold_scores = (gold_scorer.score(batch_prompts, [g.text for g in gens], bf16=cfg.bf16)
+            gold_scores = (gold_scorer.score(batch_prompts, texts, bf16=cfg.bf16)
                            if gold_scorer is not None else None)  # (B,) watched, never optimised
-            rules = rule_scores(batch_prompts, [g.text for g in gens])  # the built-in prompts' rules, watched
+            rules = rule_scores(batch_prompts, texts)  # the built-in prompts' rules, watched
             # 3. per-token rewards with KL penalty, 4. GAE ---------------------------------------------------
             rewards, non_score = kl_penalty_rewards(old_logprobs, ref_logprobs, scores, lengths, kl_ctl.value)
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
@@ -313,9 +314,9 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             })
         if ctx.should_stop():
             break
-        if film_strip is not None and (film_strip.due(step) or step == cfg.max_steps):
+        if film_strip is not None and film_strip.wants(step, final=step == cfg.max_steps):
             ctx.phase("film strip")
-            film_strip.maybe_capture(step, policy, final=step == cfg.max_steps)
+            film_strip.capture(step, policy)
     first_out = None  # a step stopped after its first forward leaves a graph here
     policy.eval()
     ctx.phase("saving adapter")

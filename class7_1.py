@@ -285,7 +285,7 @@ class AlignmentComparisonManager:
         (``alignment.evaluation.PROGRESS_SHARE``). Raises RuntimeError without a trained policy or reward model.
         """
         from alignment.evaluation import PROGRESS_SHARE
-        from alignment.pipeline import evaluate_runs
+        from alignment.pipeline import evaluate_runs, gold_adapter
 
         bar = _Bar("evaluation", 100, progress is True)
         order = list(PROGRESS_SHARE)
@@ -310,8 +310,8 @@ class AlignmentComparisonManager:
             raise RuntimeError("The evaluation scores with a trained reward model: run the 'reward' method first")
         report("loading models", 1, 3, "the reward models")
         scorer = self.pool.scorer(runs["reward"].adapter)
-        gold = runs["reward"].path / "gold" / "adapter"  # the gold reward model, when the reward run trained one
-        gold_scorer = self.pool.scorer(gold) if (gold / "adapter_config.json").is_file() else None
+        gold = gold_adapter(runs["reward"].adapter)  # the gold reward model, when the reward run trained one
+        gold_scorer = self.pool.scorer(gold) if gold is not None else None
         evaluation = evaluate_runs(self.session, self.datasets, policies, scorer, progress=report,
                                    samples_per_prompt=self.eval_samples, gold_scorer=gold_scorer)
         if judge_and_votes:
@@ -1093,21 +1093,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``["dpo.beta=0.2", ...]`` -> ``{"dpo": {"beta": 0.2}}`` (values parsed as Python literals when possible)."""
+def _literal(value: str):
+    """A command-line value as a Python literal when it is one (``"0.2"`` -> 0.2, ``"None"`` -> None), else the
+    string itself."""
     import ast
 
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["dpo.beta=0.2", ...]`` -> ``{"dpo": {"beta": 0.2}}`` (values parsed as Python literals when possible)."""
     out: dict[str, dict] = {}
     for item in items:
         key, sep, value = item.partition("=")
         method, dot, name = key.partition(".")
         if not sep or not dot or method not in (*METHODS, "all"):
             raise SystemExit(f"--set expects METHOD.FIELD=VALUE with METHOD in {', '.join((*METHODS, 'all'))}; got {item!r}")
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        out.setdefault(method, {})[name] = parsed
+        out.setdefault(method, {})[name] = _literal(value)
     return out
 
 
@@ -1116,17 +1121,13 @@ def parse_sweep(text: str | None) -> tuple | None:
     possible). Raises SystemExit naming the problem: not METHOD.FIELD=V1,V2, or not a policy method."""
     if not text:
         return None
-    try:
-        parsed = parse_overrides([text.split(",", 1)[0]])  # the form and the method, as --set checks them
-    except SystemExit:
-        raise SystemExit(f"--sweep expects METHOD.FIELD=V1,V2,... (e.g. dpo.beta=0.05,0.1,0.3); got {text!r}") from None
-    (method, fields), = parsed.items()
-    (field, first), = fields.items()
+    key, sep, values = text.partition("=")
+    method, dot, field = key.partition(".")
+    if not (sep and dot and field and values):
+        raise SystemExit(f"--sweep expects METHOD.FIELD=V1,V2,... (e.g. dpo.beta=0.05,0.1,0.3); got {text!r}")
     if method not in POLICY_METHODS:
         raise SystemExit(f"--sweep takes a policy method ({', '.join(POLICY_METHODS)}); got {method!r}")
-    values = [first] + [next(iter(parse_overrides([f"{method}.{field}={v}"])[method].values()))
-                        for v in text.split("=", 1)[1].split(",")[1:]]
-    return method, field, values
+    return method, field, [_literal(v) for v in values.split(",")]
 
 
 def main(argv=None) -> int:
@@ -1149,8 +1150,10 @@ def main(argv=None) -> int:
         manager = AlignmentComparisonManager(args.model, args.dataset, args.output_dir, "quick" if args.quick else "classroom",
                                              overrides, args.max_pairs, args.eval_prompts, args.max_eval_prompts, args.seed,
                                              eval_samples=args.eval_samples)
-        for value in (sweep or (None, None, []))[2]:  # every value is validated before anything trains
-            manager.config_for(sweep[0], **{sweep[1]: value})
+        if sweep:  # every value is validated before anything trains
+            method, field, values = sweep
+            for value in values:
+                manager.config_for(method, **{field: value})
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -73,7 +73,6 @@ def train_run(session, method: str, cfg, data: dict, run_dir: str | Path, *, rew
     ctx = RunContext(Path(run_dir), method, cfg.max_steps, stop_event, on_progress)
     ctx.write_config({"method": method, "config": cfg.to_dict(), "model": session.setup_model(),
                       "dataset": data["load_report"], "train_pairs": len(data["train"]), **(description or {})})
-    # the reward model may have its own length budget (Session.fit_for); the policies share the session's
     model = None
     try:
         gold_scorer = None
@@ -86,6 +85,7 @@ def train_run(session, method: str, cfg, data: dict, run_dir: str | Path, *, rew
         if gold is not None and (spec.needs_reward_model or watch):  # PPO's and GRPO's rollouts, the film strips
             ctx.phase("loading the gold reward model")
             gold_scorer = load_reward_scorer(session, gold)
+        # the reward model may have its own length budget (Session.fit_for); the policies share the session's
         train, heldout = session.fit_for(cfg, data) if method == "reward" else (data["train"], data["heldout"])
         inputs = TrainInputs(session.source, session.tokenizer, train, heldout, reward_scorer,
                              gold_scorer, data.get("eval_prompts") or [])

@@ -63,10 +63,9 @@ def split_for_gold(rows: list, seed: int) -> tuple[list, list]:
 def _reward(cfg, inputs: TrainInputs, ctx):
     import dataclasses
 
+    from .data.flaws import plant_flaw
     from .trainers import train_reward_model
     from .trainers.common import RunContext
-
-    from .data.flaws import plant_flaw
 
     proxy_rows, gold_rows = split_for_gold(inputs.train, cfg.seed) if cfg.gold_model else (inputs.train, None)
     proxy_rows, relabelled = plant_flaw(proxy_rows, cfg.reward_flaw)  # the gold model's half stays clean
@@ -76,9 +75,7 @@ def _reward(cfg, inputs: TrainInputs, ctx):
         extra["reward_flaw"] = {"flaw": cfg.reward_flaw, "relabelled_pairs": relabelled, "train_pairs": len(proxy_rows),
                                 "note": "planted in the proxy reward model's training pairs only; the gold reward "
                                         "model and the held-out accuracy use clean pairs"}
-    if gold_rows is None:
-        return None, extra
-    if ctx.should_stop():
+    if gold_rows is None or ctx.should_stop():
         return None, extra
     ctx.phase("training the gold reward model")  # Gao et al. 2023: a second judge nobody was trained on
     gold_ctx = RunContext(ctx.run_dir / "gold", "reward", cfg.max_steps, parent=ctx)

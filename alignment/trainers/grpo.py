@@ -26,19 +26,19 @@ import torch
 from datasets import Dataset
 from peft import get_peft_model
 
-from ..config import GRPOConfig
 from transformers import TrainerCallback
 
+from ..config import GRPOConfig
 from ..generation import MergedRolloutModel, RewardScorer, apply_missing_eos_penalty
-from ..rules import rule_scores
 from ..models import load_causal_lm, lora_config
+from ..rules import rule_scores
 from .common import RunContext, attach, lm_head_on_labelled_positions_only, trained_model, trl_common_args
 from .film_strip import film_strip_callback
 
 
 class _WatchScores(TrainerCallback):
-    """Adds the mean proxy and gold scores of the rollouts since the last log line to TRL's logs (``on_log`` runs
-    before ``RunContextCallback``'s, which writes them: callbacks run in the order they were added)."""
+    """Adds the mean proxy, gold and rules scores of the rollouts since the last log line to TRL's logs (``on_log``
+    runs before ``RunContextCallback``'s, which writes them: callbacks run in the order they were added)."""
 
     def __init__(self):
         self.pending: dict[str, list[float]] = {"objective/raw_scores": [], "gold/scores": [], "rules/scores": []}
@@ -85,9 +85,9 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
     watch = _WatchScores()
 
     def reward_model(prompts, completions, completion_ids=None, **kwargs) -> list[float]:
-        """The reward-model score minus the missing-EOS penalty (as PPO: ``apply_missing_eos_penalty``), named "scoring" while it runs
-        and "update" after (TRL's metrics keep the name ``rewards/reward_model/*``: it is this function's
-        ``__name__``). The raw and the gold scores are kept for ``watch``."""
+        """The reward-model score minus the missing-EOS penalty (as PPO's: ``apply_missing_eos_penalty``), named
+        "scoring" while it runs and "update" after (TRL's metrics keep the name ``rewards/reward_model/*``: it is
+        this function's ``__name__``). The raw, gold and rules scores are kept for ``watch``."""
         ctx.phase("scoring", trainer.state.global_step + 1)
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         raw = scorer.score(prompts, texts, bf16=cfg.bf16)  # (B,)

@@ -462,30 +462,34 @@ def overoptimization_figure(curves: dict[str, list[dict]]):
 
 def frontier_figure(summaries: dict):
     """Reward vs KL of the final models (plotly ``Figure``): one point per evaluated model (base at KL 0), its mean
-    score by each evaluator against its KL to base with the KL's 95% interval, one panel per evaluator; the best
-    trade-off is up and to the left. ``summaries``: ``{model: evaluation summary}``."""
+    score by each evaluator against its KL to base with the KL's 95% interval, one panel per evaluator (stacked,
+    sharing the KL axis, so it reads on a phone), one colour per model with a legend (labels on the points would
+    overlap where models sit close); the best trade-off is up and to the left. ``summaries``: ``{model: evaluation
+    summary}``."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    evaluators = [e for e in EVALUATORS if any((s.get("mean_score") or {}).get(e) is not None
-                                               for s in summaries.values())]
-    evaluators = evaluators or ["proxy_rm"]
-    fig = make_subplots(rows=1, cols=len(evaluators), horizontal_spacing=0.08,
+    def score(n: str, e: str):
+        s = summaries[n]
+        return (s.get("mean_score") or {}).get(e, s.get("mean_reward") if e == "proxy_rm" else None)
+
+    evaluators = [e for e in EVALUATORS if any(score(n, e) is not None for n in summaries)] or ["proxy_rm"]
+    fig = make_subplots(rows=len(evaluators), cols=1, shared_xaxes=True, vertical_spacing=0.1,
                         subplot_titles=[f"mean {EVALUATOR_LABELS[e]} score" for e in evaluators])
-    for j, e in enumerate(evaluators, 1):
-        names = [n for n, s in summaries.items() if (s.get("mean_score") or {}).get(e) is not None
-                 or (e == "proxy_rm" and s.get("mean_reward") is not None)]
-        kl = [summaries[n]["kl_to_base"] for n in names]
-        fig.add_trace(go.Scatter(
-            x=kl, y=[(summaries[n].get("mean_score") or {}).get(e, summaries[n].get("mean_reward")) for n in names],
-            mode="markers+text", text=[n.upper() for n in names], textposition="top center", showlegend=False,
-            error_x=dict(type="data", symmetric=False,
-                         array=[max(0.0, (summaries[n].get("kl_ci_high") or k) - k) for n, k in zip(names, kl)],
-                         arrayminus=[max(0.0, k - (summaries[n].get("kl_ci_low") or k)) for n, k in zip(names, kl)])),
-            row=1, col=j)
-        fig.update_xaxes(title_text="KL to base (nats)", row=1, col=j)
-    fig.update_layout(title="Reward vs KL frontier of the final models (error bars: KL 95% interval)", height=380,
-                      margin=dict(l=40, r=10, t=70, b=40))
+    palette = go.Figure().layout.template.layout.colorway or ("#636efa", "#ef553b", "#00cc96", "#ab63fa")
+    for k, (n, s) in enumerate(summaries.items()):
+        kl, color = s["kl_to_base"], palette[k % len(palette)]  # one colour per model in every panel
+        err = dict(type="data", symmetric=False, array=[max(0.0, (s.get("kl_ci_high") or kl) - kl)],
+                   arrayminus=[max(0.0, kl - (s.get("kl_ci_low") or kl))])
+        for i, e in enumerate(evaluators, 1):
+            if score(n, e) is not None:
+                fig.add_trace(go.Scatter(x=[kl], y=[score(n, e)], mode="markers", name=n.upper(), legendgroup=n,
+                                         showlegend=i == 1, marker=dict(size=10, color=color),
+                                         error_x=dict(err, color=color)), row=i, col=1)
+    fig.update_xaxes(title_text="KL to base (nats per answer)", row=len(evaluators), col=1)
+    fig.update_layout(title=dict(text="Reward vs KL, final models (bars: KL 95% CI)", x=0,
+                                 xanchor="left", font_size=13), height=200 * len(evaluators) + 150,
+                      legend=dict(orientation="h", x=0, y=-0.1), margin=dict(l=40, r=10, t=70, b=40))
     return fig
 
 

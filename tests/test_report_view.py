@@ -407,3 +407,25 @@ def test_findings_say_why_an_independent_evaluator_is_inconclusive():
     assert "inconclusive by the gold RM" in dpo and "half-width about 9%" in dpo and "30 prompts x 4 answers" in dpo
     assert "gold RM ties 17 of 120" in dpo
     assert "inconclusive" not in ppo
+
+
+def test_frontier_has_one_point_per_model_and_evaluator():
+    """The reward-vs-KL frontier: each model's KL (with its interval) against its mean score by each evaluator, one
+    legend entry per model."""
+    from alignment.report import frontier_figure
+
+    summaries = {"base": {"kl_to_base": 0.0, "kl_ci_low": 0.0, "kl_ci_high": 0.0,
+                          "mean_score": {"proxy_rm": 0.1, "gold_rm": 0.2}},
+                 "ppo": {"kl_to_base": 2.0, "kl_ci_low": 1.5, "kl_ci_high": 2.6,
+                         "mean_score": {"proxy_rm": 0.9, "gold_rm": 0.15}}}
+    fig = frontier_figure(summaries)
+    points = {(t.name, t.yaxis): (t.x[0], t.y[0]) for t in fig.data}
+    assert points == {("BASE", "y"): (0.0, 0.1), ("BASE", "y2"): (0.0, 0.2),
+                      ("PPO", "y"): (2.0, 0.9), ("PPO", "y2"): (2.0, 0.15)}
+    ppo = [t for t in fig.data if t.name == "PPO"][0]
+    assert list(ppo.error_x.array) == [pytest.approx(0.6)] and list(ppo.error_x.arrayminus) == [pytest.approx(0.5)]
+    assert sum(t.showlegend for t in fig.data) == 2
+    colors = {t.name: set() for t in fig.data}
+    for t in fig.data:
+        colors[t.name].add(t.marker.color)
+    assert all(len(c) == 1 for c in colors.values()) and colors["BASE"] != colors["PPO"]  # a model keeps its colour

@@ -39,9 +39,9 @@ EVALUATORS = ("proxy_rm", "gold_rm", "rules")
 # units: decoded token steps (every batch decodes up to max_new_tokens), log-ratio batches, scoring batches.
 PHASES = ("generating answers", "KL to base", "scoring")
 # Share of the whole evaluation's wall time per step, loading included (the progress bar's fractions), from the
-# classroom preset on the 2-core CPU: evaluation about 50 s, of which the log-ratios 11 s (README, "Where the time
-# goes"); loading the reward model, the base model and the adapters a few seconds; scoring 120 answers a few more.
-PROGRESS_SHARE = {"loading models": 0.06, PHASES[0]: 0.66, PHASES[1]: 0.2, PHASES[2]: 0.08}
+# classroom preset on the 2-core CPU with 4 answers per prompt (benchmarks/eval_time.py): 116 s, of which
+# generating 58 s, the KL's base forward 17 s, scoring by both reward models 38 s, loading a few seconds.
+PROGRESS_SHARE = {"loading models": 0.03, PHASES[0]: 0.5, PHASES[1]: 0.15, PHASES[2]: 0.32}
 
 
 @dataclass
@@ -57,7 +57,7 @@ class DecodingConfig:
     temperature: float = 0.7
     do_sample: bool = True
     seed: int = 1234
-    batch_size: int = 128  # rows (prompt x model) per generate call
+    batch_size: int = 128  # rows (model x sample x prompt) per generate call
     logprob_batch_size: int = 16  # rows per log-ratio forward: its (B, T, V) fp32 logits are 6.5 MB per row
 
 
@@ -154,22 +154,62 @@ def _as_floats(scores) -> list[float]:
     return scores.tolist() if hasattr(scores, "tolist") else [float(x) for x in scores]
 
 
+def _by_prompt(rows: list, size: int) -> list[list[int]]:
+    """Row indices sorted by prompt (stable) and cut into batches of ``size``: the rows of one prompt share a batch,
+    where the prompt is encoded once (``PromptCache``)."""
+    first: dict[str, int] = {}
+    order = sorted(range(len(rows)), key=lambda r: first.setdefault(str(rows[r]), len(first)))
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
 def _score_all(scorers: list, rows: list, texts: list[str], progress) -> list[list]:
-    """Each scorer's scores of every row (None for a missing scorer), one scorer batch per ``score`` call,
-    reporting ``progress("scoring", batches done, batches of all scorers)``."""
-    plans = [_batches(len(rows), getattr(sc, "batch_size", 16)) if sc is not None else [] for sc in scorers]
+    """Each scorer's scores of every row (None for a missing scorer), one scorer batch of rows of the same prompts
+    per ``score`` call, reporting ``progress("scoring", batches done, batches of all scorers)``."""
+    plans = [_by_prompt(rows, getattr(sc, "batch_size", 16)) if sc is not None else [] for sc in scorers]
     total, done, out = sum(len(p) for p in plans), 0, []
     for sc, plan in zip(scorers, plans):
-        if sc is None:
-            out.append([None] * len(rows))
-            continue
-        values = []
+        values = [None] * len(rows)
         for idx in plan:  # the scorer's own batches, one per call
-            values += _as_floats(sc.score(rows[idx.start:idx.stop], texts[idx.start:idx.stop]))
+            for r, v in zip(idx, _as_floats(sc.score([rows[r] for r in idx], [texts[r] for r in idx]))):
+                values[r] = v
             done += 1
             progress(PHASES[2], done, total)
         out.append(values)
     return out
+
+
+def _log_ratios(policy, tokenizer, rows: list, adapters: list[str], gens: list, n: int, decoding: DecodingConfig,
+                progress) -> list[float]:
+    """KL estimate per row: log pi(y|x) - log pi_base(y|x) of its answer (0 for base rows), in nats.
+
+    log pi comes from sampling (``Generation.logps``). log pi_base of an answer that base itself gave to the same
+    prompt is base's recorded log-prob (no forward); the others run one reference forward per batch of
+    ``decoding.logprob_batch_size`` rows of the same prompts (``sequence_log_ratio``), reporting
+    ``progress("KL to base", batches done, batches)``. Row r answers prompt ``r % n``.
+    """
+    kls = [0.0] * len(rows)
+    temp = decoding.temperature if decoding.do_sample else 1.0
+    aligned = [r for r, a in enumerate(adapters) if a != "__base__"]
+    recorded = all(gens[r].logps is not None for r in aligned)
+    known = {(r % n, tuple(gens[r].token_ids)): gens[r].logps for r, a in enumerate(adapters)
+             if a == "__base__" and gens[r].logps is not None} if recorded else {}
+    todo = []
+    for r in aligned:
+        base_logps = known.get((r % n, tuple(gens[r].token_ids)))
+        if base_logps is not None:
+            kls[r] = sum(gens[r].logps) - sum(base_logps)
+        else:
+            todo.append(r)
+    batches = _by_prompt([r % n for r in todo], decoding.logprob_batch_size)
+    for b, idx in enumerate(batches):
+        part = [todo[j] for j in idx]
+        ratios = sequence_log_ratio(policy, tokenizer, [rows[r] for r in part], [gens[r].token_ids for r in part],
+                                    temp, decoding.logprob_batch_size, adapter_names=[adapters[r] for r in part],
+                                    policy_logps=[gens[r].logps for r in part] if recorded else None)
+        for r, v in zip(part, ratios):
+            kls[r] = v
+        progress(PHASES[1], b + 1, len(batches))
+    return kls
 
 
 def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str], decoding: DecodingConfig,
@@ -191,29 +231,15 @@ def _answer_all(policy, tokenizer, scorer, prompts: list, model_names: list[str]
     if not mixed and model_names != ["base"]:
         raise ValueError("Only 'base' can be answered by a model without adapters")
     n = len(prompts)
-    blocks = [(s, name) for s in range(samples) for name in model_names]  # sample-major: fewer noise keys per batch
+    # model-major: the samples of one (model, prompt) share a generate batch, which encodes that prompt once
+    blocks = [(s, name) for name in model_names for s in range(samples)]
     rows = [p for _ in blocks for p in prompts]
     adapters = ["__base__" if name == "base" else adapter_name(name) for _, name in blocks for _ in prompts]
     # same (prompt, sample) -> same noise, for every model; without noise_per_prompt every prompt gets the noise a
     # prompt answered alone would get (batched Compare requests of different students)
     keys = [s * n + i if noise_per_prompt else s for s, _ in blocks for i in range(n)]
     gens = _generate_reporting(policy, tokenizer, rows, adapters if mixed else None, keys, decoding, progress)
-    kls = [0.0] * len(rows)
-    aligned = [r for r, a in enumerate(adapters) if a != "__base__"]
-    if aligned:
-        temp = decoding.temperature if decoding.do_sample else 1.0
-        recorded = [gens[r].logps for r in aligned]  # log pi(y_t) recorded while sampling: only the base forward runs
-        use_recorded = all(lp is not None for lp in recorded)
-        batches = _batches(len(aligned), decoding.logprob_batch_size)
-        ratios = []
-        for b, idx in enumerate(batches):  # one log-ratio batch of logprob_batch_size rows per call
-            part = [aligned[j] for j in idx]
-            ratios += sequence_log_ratio(policy, tokenizer, [rows[r] for r in part], [gens[r].token_ids for r in part],
-                                         temp, decoding.logprob_batch_size, adapter_names=[adapters[r] for r in part],
-                                         policy_logps=[recorded[j] for j in idx] if use_recorded else None)
-            progress(PHASES[1], b + 1, len(batches))
-        for r, v in zip(aligned, ratios):
-            kls[r] = v
+    kls = _log_ratios(policy, tokenizer, rows, adapters, gens, n, decoding, progress)
     rewards, gold = _score_all([scorer, gold_scorer], rows, [g.text for g in gens], progress)
     out = {}
     for name in model_names:
@@ -373,32 +399,43 @@ def _summary(name: str, samples: list[dict], scores: dict, answered: dict, chose
 
 @torch.no_grad()
 def compare_answers(policy, tokenizer, scorer: RewardScorer | None, prompt: str, model_names: list[str],
-                    decoding: DecodingConfig | None = None) -> dict[str, dict]:
-    """One prompt, every model, identical decoding and shared sampling noise: the Compare tab's side-by-side view.
+                    decoding: DecodingConfig | None = None, gold_scorer: RewardScorer | None = None,
+                    prompt_row: dict | None = None) -> dict[str, dict]:
+    """One prompt, every model, identical decoding and shared sampling noise: the Compare tab's side-by-side view,
+    each answer scored by the evaluators that need no request to a paid API.
 
     Args:
         policy: a ``PeftModel`` with one adapter per aligned model, or a plain model when only ``"base"`` is asked.
-        scorer: the reward model, or None (scores are then None).
+        scorer: the (proxy) reward model, or None (``reward`` is then None).
+        gold_scorer: the gold reward model, or None (``gold_reward`` is then None).
+        prompt_row: the prompt's evaluation row for its rule (``alignment.rules.score_answer``); default
+            ``{"prompt": prompt}``, whose built-in rule ``rule_for`` finds by the question.
 
     Returns:
-        ``{name: {"response", "reward", "length_tokens", "ended_with_eos", "kl_to_base"}}``; ``kl_to_base`` is the
-        single-sample log-ratio log pi(y|x) - log pi_base(y|x) of that answer (nats), 0 for base.
+        ``{name: {"response", "reward", "gold_reward", "rule_score", "length_tokens", "ended_with_eos",
+        "kl_to_base"}}``; ``rule_score`` is 1.0, 0.5 or 0.0, None when the prompt has no rule; ``kl_to_base`` is
+        the single-sample log-ratio log pi(y|x) - log pi_base(y|x) of that answer (nats), 0 for base.
     """
-    return compare_answers_batch(policy, tokenizer, scorer, [prompt], model_names, decoding)[0]
+    return compare_answers_batch(policy, tokenizer, scorer, [prompt], model_names, decoding, gold_scorer,
+                                 [prompt_row] if prompt_row else None)[0]
 
 
 @torch.no_grad()
 def compare_answers_batch(policy, tokenizer, scorer: RewardScorer | None, prompts: list, model_names: list[str],
-                          decoding: DecodingConfig | None = None) -> list[dict[str, dict]]:
+                          decoding: DecodingConfig | None = None, gold_scorer: RewardScorer | None = None,
+                          prompt_rows: list[dict] | None = None) -> list[dict[str, dict]]:
     """``compare_answers`` for several prompts in one generate call (several students' Compare requests with the
     same settings, ``alignment.serving.batcher``). Every prompt gets the sampling noise it would get alone, so a
     student's answers do not depend on who else asked at the same moment (up to float rounding of a padded batch).
+    ``prompt_rows``: one evaluation row per prompt for the rules (default ``{"prompt": p}``).
 
     Returns:
         One ``compare_answers`` dict per prompt, in order.
     """
     answered = _answer_all(policy, tokenizer, scorer, list(prompts), model_names, decoding or DecodingConfig(),
-                           noise_per_prompt=False)
-    return [{name: {"response": g[i].text, "reward": r[i], "length_tokens": g[i].length,
+                           gold_scorer=gold_scorer, noise_per_prompt=False)
+    rows = prompt_rows or [{"prompt": p} for p in prompts]
+    return [{name: {"response": g[i].text, "reward": r[i], "gold_reward": gold[i],
+                    "rule_score": score_answer(rows[i], g[i].text), "length_tokens": g[i].length,
                     "ended_with_eos": g[i].ended_with_eos, "kl_to_base": k[i]}
-             for name, (g, k, r, _) in answered.items()} for i in range(len(prompts))]
+             for name, (g, k, r, gold) in answered.items()} for i in range(len(prompts))]

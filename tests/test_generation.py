@@ -208,3 +208,78 @@ def test_recorded_logps_are_dropped_when_generate_picks_other_tokens(two_adapter
     gens = _generate_batches(two_adapters, tokenizer, PROMPTS[:2], 2, kwargs)
     assert [g.token_ids for g in gens] == [[42] * 4] * 2
     assert [g.logps for g in gens] == [None, None]
+
+
+def test_prompt_cache_logps_equal_one_forward_over_prompt_and_response(two_adapters, tokenizer):
+    # continuation_logps encodes each distinct (prompt, adapter) once and runs the responses alone: the log-probs
+    # of one forward over prompt + response, for prompts of different lengths, three adapters in one batch,
+    # batches that cut a prompt's rows apart, and repeated rows
+    from alignment.generation import continuation_logps, pack_responses, response_logps
+
+    rows = PROMPTS * 3 + PROMPTS[:2]
+    names = ["a"] * 4 + ["b"] * 4 + ["__base__"] * 4 + ["a"] * 2
+    gens = generate_shared_noise(two_adapters, tokenizer, rows[:12], names[:12], list(range(12)), max_new_tokens=10,
+                                 temperature=0.7, seed=4)
+    responses = [g.token_ids for g in gens] + [gens[0].token_ids, gens[5].token_ids]  # a repeat, a new pairing
+    ids, attn, _, P = pack_responses(tokenizer, rows, responses)
+    with torch.no_grad():
+        forward = response_logps(two_adapters, ids, attn, P, 0.7, adapter_names=names)  # (14, T)
+    cached = continuation_logps(two_adapters, tokenizer, rows, responses, 0.7, batch_size=5, adapter_names=names)
+    for j, r in enumerate(responses):
+        assert len(cached[j]) == len(r)
+        assert torch.allclose(torch.tensor(cached[j]), forward[j, :len(r)], atol=1e-4), j
+    assert cached[12] == cached[0]
+
+
+def test_shared_prompt_prefill_gives_the_same_answers(two_adapters, tokenizer, monkeypatch):
+    # generate_shared_noise encodes a prompt once for all rows with the same prompt and adapter; the answers and
+    # their recorded log-probs are those of encoding every row
+    import alignment.generation as generation
+
+    rows, names, keys = PROMPTS * 3, ["a"] * 8 + ["b"] * 4, list(range(12))
+    used = []
+    real = generation.shared_prompt_cache
+
+    def spy(*args, **kwargs):
+        used.append(real(*args, **kwargs))
+        return used[-1]
+
+    monkeypatch.setattr(generation, "shared_prompt_cache", spy)
+    shared = generate_shared_noise(two_adapters, tokenizer, rows, names, keys, max_new_tokens=10, seed=7)
+    assert used and used[0] is not None  # rows 0-3 and 4-7 share prompt and adapter
+    monkeypatch.setattr(generation, "shared_prompt_cache", lambda *a, **k: None)
+    plain = generate_shared_noise(two_adapters, tokenizer, rows, names, keys, max_new_tokens=10, seed=7)
+    assert [g.token_ids for g in shared] == [g.token_ids for g in plain]
+    for s, p in zip(shared, plain):
+        assert s.logps == pytest.approx(p.logps, abs=1e-4)
+
+
+def test_kl_of_an_answer_base_also_gave_reuses_base_logps(two_adapters, tokenizer, monkeypatch):
+    # The evaluation's KL: an aligned model's answer identical to base's answer to the same prompt takes base's
+    # recorded log-probs (no forward); the others run the reference forward. Both give sequence_log_ratio's value.
+    import alignment.evaluation as evaluation
+    from alignment.generation import Generation, continuation_logps, sequence_log_ratio
+
+    base = generate_shared_noise(two_adapters, tokenizer, PROMPTS, ["__base__"] * 4, list(range(4)), max_new_tokens=10,
+                                 temperature=0.7, seed=4)
+    own = generate_shared_noise(two_adapters, tokenizer, PROMPTS, ["a"] * 4, list(range(4)), max_new_tokens=10,
+                                temperature=0.7, seed=4)
+    # prompt 3 gets base's answer to prompt 1: the same tokens after another prompt need their own forward
+    tokens = [base[0].token_ids, own[1].token_ids, base[2].token_ids, base[1].token_ids]
+    assert tokens[1] != base[1].token_ids
+    a_logps = continuation_logps(two_adapters, tokenizer, PROMPTS, tokens, 0.7, adapter_names=["a"] * 4)
+    gens = base + [Generation("", t, True, lp) for t, lp in zip(tokens, a_logps)]
+    computed = []
+
+    def spy(model, tok, prompts, responses, *args, **kwargs):
+        computed.extend(responses)
+        return sequence_log_ratio(model, tok, prompts, responses, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "sequence_log_ratio", spy)
+    kls = evaluation._log_ratios(two_adapters, tokenizer, PROMPTS * 2, ["__base__"] * 4 + ["a"] * 4, gens, 4,
+                                 DecodingConfig(temperature=0.7), lambda *a: None)
+    expected = sequence_log_ratio(two_adapters, tokenizer, PROMPTS, tokens, 0.7, adapter_names=["a"] * 4)
+    assert kls[:4] == [0.0] * 4
+    assert kls[4:] == pytest.approx(expected, abs=1e-4)
+    assert abs(kls[4]) > 1e-3  # same tokens as base, other probabilities: a real log-ratio
+    assert computed == [tokens[1], tokens[3]]  # only the answers base did not give ran a forward

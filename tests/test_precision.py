@@ -125,3 +125,26 @@ def test_bf16_reward_scores_match_fp32(tiny_source, tokenizer, builtin_rows):
     assert fp32.abs().mean() > 0.1
     assert (bf16 - fp32).abs().max() < 0.03 * fp32.abs().max()
     assert not torch.equal(bf16, fp32)  # the flag does change the precision
+
+
+def test_reward_scorer_with_shared_prompts_matches_whole_conversations(tiny_source, tokenizer):
+    # RewardScorer.score encodes each prompt once per batch and dedupes repeated rows; every score must be the
+    # classifier's score of the whole conversation alone (left-truncated to max_length when longer)
+    from alignment.generation import as_messages
+
+    model = load_sequence_classifier(tiny_source, tokenizer, seed=0).eval()
+    scorer = RewardScorer(model, tokenizer, max_length=60, batch_size=3)
+    long_answer = " ".join(["words"] * 80)
+    prompts = ["What is the capital of France?", "What is the capital of France?", "Name a color.",
+               "What is the capital of France?", "Say hi.", "Name a color."]
+    answers = ["Paris.", "Lyon is a big city in France.", "Blue", "Paris.", "", long_answer]
+    got = scorer.score(prompts, answers)
+    assert got.shape == (6,) and got[0] == got[3]
+    with torch.no_grad():
+        for j, (p, a) in enumerate(zip(prompts, answers)):
+            text = scorer.tokenizer.apply_chat_template(as_messages(p) + [{"role": "assistant", "content": a}],
+                                                        tokenize=False)
+            enc = scorer.tokenizer([text], return_tensors="pt", truncation=True, max_length=60, add_special_tokens=False)
+            assert got[j].item() == pytest.approx(model(**enc).logits[0, 0].item(), abs=1e-4), j
+    assert len(scorer.tokenizer(text, add_special_tokens=False)["input_ids"]) > 60  # the last row was truncated
+    assert len(set(got.tolist())) == 5

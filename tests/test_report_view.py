@@ -238,7 +238,12 @@ def test_evaluation_reports_each_batch_and_keeps_every_number(policy_and_scorer,
     gen = by_phase["generating answers"]
     assert {t for _, t in gen} == {3 * 6}  # 3 generation batches of up to 6 tokens
     assert len(gen) > 3 and gen[-1][0] == 18  # per decoded token, not only per batch
-    assert by_phase["KL to base"] == [(1, 3), (2, 3), (3, 3)]  # 8 aligned rows, 3 per log-ratio batch
+    # 8 aligned rows, 3 per log-ratio batch, less those that repeat base's answer (they reuse its log-probs)
+    base = [s["response"] for s in with_progress["models"]["base"]["samples"]]
+    forward = sum(s["response"] != b for m in ("dpo", "grpo")
+                  for s, b in zip(with_progress["models"][m]["samples"], base))
+    assert forward > 3
+    assert by_phase["KL to base"] == [(i + 1, -(-forward // 3)) for i in range(-(-forward // 3))]
     assert by_phase["scoring"] == [(1, 3), (2, 3), (3, 3)]  # 12 answers, 5 per scoring batch
     for steps in by_phase.values():
         assert [d for d, _ in steps] == sorted(d for d, _ in steps)

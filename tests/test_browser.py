@@ -95,16 +95,27 @@ def test_student_annotates_trains_and_compares(served_app, page):
     assert len(seen) >= 2, f"the chart never updated while training ran (point counts seen: {seen})"
     assert f"step {STEPS}/{STEPS}" in page.locator("#train-log textarea").input_value()
 
-    # compare: answers side by side with reward-model scores
+    # compare: answers side by side with their scores (the class has no reward model: the student's run is hers)
     open_tab(page, "5 · Compare")
     page.locator("#cmp-prompt textarea").fill("How do I boil an egg?")
     page.locator("#cmp-go").click()
     page.wait_for_function("() => document.querySelector('#cmp-base textarea').value.length > 0")
     assert page.locator("#cmp-dpo textarea").input_value() == "(not trained yet)"
-    page.get_by_text("reward score").wait_for()
+    first_cell = "() => document.querySelector('#cmp-scores [data-testid=cell-0-0]')?.innerText.trim() === 'base'"
+    page.wait_for_function(first_cell)
+    headers = [h.strip() for h in page.locator("#cmp-scores th").all_inner_texts()][1:4]
+    assert headers == ["proxy RM (PPO/GRPO trained on it)", "gold RM (no model trained on it)", "rules (1 = passes)"]
+    cells = [c.strip() for c in page.locator("#cmp-scores [role=gridcell][data-row='0']").all_inner_texts()]
+    assert cells[1:3] == ["—", "—"] and cells[3] in ("0.000", "0.500", "1.000")  # a built-in question's rule (steps)
+    page.get_by_text("no reward model yet").wait_for()
     assert page.get_by_label("Max new tokens").first.input_value() == "96"  # room for a complete short answer
     assert "BASE · to: How do I boil an egg?" in page.locator("#cmp-base").inner_text()  # the column names its prompt
     assert page.locator("#cmp-diff").inner_text().strip() == ""  # only base answered: nothing to compare against
+    page.locator("#cmp-prompt textarea").fill("Tell me about your day.")  # a question without a rule
+    page.locator("#cmp-go").click()
+    page.get_by_text("this prompt has no rule").wait_for()
+    cells = [c.strip() for c in page.locator("#cmp-scores [role=gridcell][data-row='0']").all_inner_texts()]
+    assert cells[0] == "base" and cells[3] == "—"
 
 
 def test_annotation_feedback_keys_name_first_and_undo(served_app, page):

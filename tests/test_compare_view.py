@@ -1,14 +1,14 @@
-"""The Compare tab's 'what changed' panel and the arena leaderboard's interval, on hand-made inputs."""
+"""The Compare tab: its referees' scores, the 'what changed' panel and the arena leaderboard's interval."""
 
 import pytest
 
 from alignment.arena import ArenaVotes, bootstrap_intervals
-from ui.compare_tab import diff_html, differences_html
+from ui.compare_tab import NONE, diff_html, differences_html, score_note, score_rows
 
 
 def _answer(text):
-    return {"response": text, "reward": 0.0, "length_tokens": len(text.split()), "ended_with_eos": True,
-            "kl_to_base": 0.1}
+    return {"response": text, "reward": 0.0, "gold_reward": None, "rule_score": None,
+            "length_tokens": len(text.split()), "ended_with_eos": True, "kl_to_base": 0.1}
 
 
 def test_word_diff_marks_added_and_dropped_words_and_escapes_them():
@@ -106,3 +106,56 @@ def test_requests_that_arrive_while_the_model_is_busy_join_the_next_batch():
         t.join()
     assert results == {0: "k:0", 1: "k:1", 2: "k:2"}
     assert batcher.sizes == [3]  # one batch, although no two requests came within the window
+
+
+def test_compare_scores_each_answer_by_the_proxy_and_gold_reward_models_and_the_rules(tmp_path):
+    """The evaluators side by side: the proxy and the gold reward model of the class's reward run score every
+    answer (gold None once the run has no gold model), and the prompt's rule scores it: an evaluation prompt's own
+    rule from the prompt file, a built-in prompt's rule by its question, none for a prompt typed freely."""
+    import json
+    import shutil
+
+    from alignment.pipeline import gold_adapter
+    from alignment.rules import words
+    from class7_1 import AlignmentComparisonManager
+
+    own = "Say anything you like."  # a passing rule: any answer with words and no filler phrase
+    prompts = tmp_path / "eval.json"
+    prompts.write_text(json.dumps([{"category": "general", "prompt": own,
+                                    "rule": {"kind": "concise", "max_words": 1000}}]))
+    manager = AlignmentComparisonManager("tiny", output_dir=tmp_path / "out", preset="quick",
+                                         eval_prompts=str(prompts))
+    no_model = manager.compare_models(own, 16, 0.7, 5)["base"]
+    assert no_model["reward"] is None and no_model["gold_reward"] is None
+    manager.train_method("reward", max_steps=1)  # trains the proxy and, beside it, the gold reward model
+    gold = gold_adapter(manager.workspaces.latest(None, "reward").adapter)
+    assert gold is not None
+
+    passing = manager.compare_models(own, 16, 0.7, 5)["base"]
+    failing = manager.compare_models("What is the capital of France?", 16, 0.7, 5)["base"]  # built-in: Paris
+    free = manager.compare_models("Tell me about your day.", 16, 0.7, 5)["base"]
+    assert words(passing["response"]) and passing["rule_score"] == 1.0
+    assert "paris" not in failing["response"].lower() and failing["rule_score"] == 0.0
+    assert free["rule_score"] is None
+    for a in (passing, failing, free):  # two different reward models: two different scores
+        assert isinstance(a["reward"], float) and isinstance(a["gold_reward"], float)
+        assert a["gold_reward"] != pytest.approx(a["reward"], abs=1e-4)
+
+    shutil.rmtree(gold.parent)  # a reward run without a gold model
+    no_gold = manager.compare_models("Tell me about your day.", 16, 0.7, 5)
+    assert no_gold["base"]["gold_reward"] is None and no_gold["base"]["reward"] == pytest.approx(free["reward"])
+    row = score_rows(no_gold)[0]
+    assert row[0] == "base" and row[2] == NONE and row[3] == NONE and row[1] != NONE
+    note = score_note(no_gold)
+    assert "no gold reward model" in note and "no rule" in note
+
+
+def test_scores_table_shows_each_referee_and_a_dash_where_one_cannot_score():
+    scored = {"base": {**_answer("Paris."), "reward": 0.5, "gold_reward": -0.25, "rule_score": 1.0},
+              "ppo": {**_answer("Lyon."), "reward": 2.0, "gold_reward": -1.0, "rule_score": 0.0}}
+    assert score_rows(scored) == [["base", "0.500", "-0.250", "1.000", 1, True, "0.100"],
+                                  ["ppo", "2.000", "-1.000", "0.000", 1, True, "0.100"]]
+    assert score_note(scored) == ""
+    unscored = {"base": {**_answer("Hi."), "reward": None}}
+    assert score_rows(unscored)[0][1:4] == [NONE, NONE, NONE]
+    assert "no reward model yet" in score_note(unscored) and "no rule" in score_note(unscored)

@@ -1,11 +1,11 @@
 """Compare tab: the models side by side, a blind arena with a leaderboard, and an optional LLM judge.
 
 Side by side: base and every trained policy answer one prompt with identical decoding settings (same seed),
-each with its reward-model score, length and KL to base. Arena: two anonymous answers, the student votes,
-identities are revealed after the vote, votes feed a Bradley-Terry/Elo leaderboard. The server hands out each pair
-under a random round id and accepts one vote per round, from the student it was handed to (the login under
-``--auth``), so votes cannot name arbitrary models or be repeated. Judge: an OpenAI-compatible
-model judges each trained model against base, in both orders.
+each scored by three referees (the proxy reward model, the gold reward model, the rules), with length and KL to
+base. Arena: two anonymous answers, the student votes, identities are revealed after the vote, votes feed a
+Bradley-Terry/Elo leaderboard. The server hands out each pair under a random round id and accepts one vote per
+round, from the student it was handed to (the login under ``--auth``), so votes cannot name arbitrary models or be
+repeated. Judge (on demand): an OpenAI-compatible model judges each trained model against base, in both orders.
 """
 
 from __future__ import annotations
@@ -19,12 +19,42 @@ from .common import FREE, MODEL, error_text, fmt, identity
 
 MODELS = ["base", "dpo", "ppo", "grpo"]
 
-EXPLAIN = ("**Score**: the reward model's score of the answer, **higher = better** in its eyes. It is the reward "
-           "model trained in this class, the one PPO and GRPO were trained to maximise, so it favours them (a "
-           "biased referee). **KL to base** = log π_model(y|x) − log π_base(y|x) of *this* answer, in nats: how "
+EXPLAIN = ("Three referees score each answer, **higher = better**. **Proxy RM**: the reward model PPO and GRPO were "
+           "trained to maximise, so it favours them (a biased referee). **Gold RM**: a second reward model, trained "
+           "on the other half of the pairs; no model was trained on it, so it is an independent referee (a small one: it can be wrong too). **Rules**: exact "
+           "checks written for the example prompts (the right fact, the word count, a refusal...): 1 = passes, "
+           "0.5 = partly, 0 = fails; a prompt you type yourself usually has none. — means that referee cannot score "
+           "this answer. A high proxy score that the other two do not share is a sign of reward hacking. "
+           "**KL to base** = log π_model(y|x) − log π_base(y|x) of *this* answer, in nats: how "
            "much more likely the model made this answer than base did (0 for base); averaged over many answers "
            "sampled at a temperature above 0 it estimates the KL divergence at that temperature, the distance the "
            "policy moved (a greedy answer, temperature 0, gives only this one answer's log-ratio).")
+
+SCORE_HEADERS = ["model", "proxy RM (PPO/GRPO trained on it)", "gold RM (no model trained on it)",
+                 "rules (1 = passes)", "length (tokens)", "ended with EOS", "KL to base (nats)"]
+NONE = "—"  # a referee that cannot score this answer
+
+
+def _score(value) -> str:
+    return NONE if value is None else fmt(value)
+
+
+def score_rows(answers: dict) -> list[list]:
+    """The Scores table: per model the three referees' scores (``NONE`` where one has none), length, EOS, KL."""
+    return [[m, _score(r["reward"]), _score(r["gold_reward"]), _score(r["rule_score"]), r["length_tokens"],
+             r["ended_with_eos"], fmt(r["kl_to_base"])] for m, r in answers.items()]
+
+
+def score_note(answers: dict) -> str:
+    """Why a referee's column shows ``NONE`` (the same for every model), or "" when all three scored."""
+    first = next(iter(answers.values()), None)
+    if first is None:
+        return ""
+    why = ["no reward model yet (train one in the Train tab)" if first["reward"] is None
+           else "this reward run trained no gold reward model" if first["gold_reward"] is None else "",
+           "this prompt has no rule (the example prompts have one)" if first["rule_score"] is None else ""]
+    why = [w for w in why if w]
+    return f"{NONE} in the table: {'; '.join(why)}." if why else ""
 
 
 def diff_html(base: str, other: str) -> str:
@@ -98,8 +128,8 @@ def create_compare_tab(manager) -> dict:
         for name in MODELS:
             with gr.Column(min_width=200):
                 boxes[name] = gr.Textbox(label=name.upper(), lines=8, interactive=False, elem_id=f"cmp-{name}")
-    table = gr.Dataframe(headers=["model", "reward score (higher = better)", "length (tokens)", "ended with EOS",
-                                  "KL to base (nats)"], label="Scores", elem_id="cmp-scores", wrap=True)
+    table = gr.Dataframe(headers=SCORE_HEADERS, label="Scores", elem_id="cmp-scores", wrap=True,  # px: on a phone
+                         column_widths=["72px", "168px", "168px", "112px", "112px", "112px", "128px"])  # it scrolls
     diff = gr.HTML(elem_id="cmp-diff")
 
     with gr.Accordion("Blind arena: which answer is better?", open=True):
@@ -141,10 +171,7 @@ def create_compare_tab(manager) -> dict:
         short = short if len(short) <= 60 else short[:57] + "…"
         texts = [gr.update(value=res[m]["response"] if m in res else missing[m], label=f"{m.upper()} · to: {short}")
                  for m in MODELS]
-        rows = [[m, fmt(r["reward"]), r["length_tokens"], r["ended_with_eos"], fmt(r["kl_to_base"])] for m, r in res.items()]
-        note = "" if any(r["reward"] is not None for r in res.values()) else \
-            "No reward model yet: train one in the Train tab for scores."
-        return [note, *texts, rows, differences_html(res), {"prompt": p.strip(), "answers": res}]
+        return [score_note(res), *texts, score_rows(res), differences_html(res), {"prompt": p.strip(), "answers": res}]
 
     def run_options(request: gr.Request, who):
         choices = manager.run_choices(identity(request, who) or None)
@@ -215,8 +242,12 @@ def create_compare_tab(manager) -> dict:
 
     def compare(prompt: str, max_new_tokens: int = manager.COMPARE_MAX_NEW_TOKENS, temperature: float = 0.7,
                 seed: int = 42, runs: dict | None = None, name: str = "", request: gr.Request = None) -> dict:
-        """Answers of base and each policy: {model: {response, reward, length_tokens, kl_to_base}}. ``runs``:
-        ``{method: run key}`` of your own runs to use instead of the class models (keys from /training_status)."""
+        """Answers of base and each policy: {model: {response, reward, gold_reward, rule_score, length_tokens,
+        ended_with_eos, kl_to_base}}: ``reward`` by the proxy reward model (the one PPO and GRPO were trained on),
+        ``gold_reward`` by the gold one (trained on other pairs, no model trained on it; None when the reward run
+        trained none), ``rule_score`` 1 / 0.5 / 0 by the prompt's rule (None without one: the example prompts and
+        the built-in training questions have rules). ``runs``: ``{method: run key}`` of your own runs to use
+        instead of the class models (keys from /training_status)."""
         try:
             return manager.compare_models(prompt, int(max_new_tokens), float(temperature), int(seed), runs=runs,
                                           user=identity(request, name) or None)

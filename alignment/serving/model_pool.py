@@ -49,14 +49,15 @@ class ModelPool:
 
     Args:
         session: the ``alignment.session.Session`` (model source and tokenizer).
-        max_adapters: adapters kept loaded at once; max_scorers: reward models kept loaded at once.
+        max_adapters: adapters kept loaded at once; max_scorers: reward models kept loaded at once (4: the
+            class's proxy and gold pair and one student's, about 0.5 GB each).
 
     Every use of the model runs on the pool's one thread (``run``), which serialises them; ``lock`` guards the
     pool's state there. Never hold ``lock`` on another thread while waiting for ``run``: the model thread would
     wait for it.
     """
 
-    def __init__(self, session, max_adapters: int = 24, max_scorers: int = 3):
+    def __init__(self, session, max_adapters: int = 24, max_scorers: int = 4):
         from concurrent.futures import ThreadPoolExecutor
 
         self.session, self.max_adapters, self.max_scorers = session, max_adapters, max_scorers

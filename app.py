@@ -69,7 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--preset", default="classroom", choices=["classroom", "quick"])
     p.add_argument("--eval-samples", type=int, default=1,
                    help="answers per evaluation prompt in the Report tab (default 1: a report holds the shared model "
-                        "for about a minute here, 4 about 3.6 minutes; the class report of `make run` uses 4)")
+                        "for about 40 s here, 4 about 2 minutes; the class report of `make run` uses 4)")
     p.add_argument("--workers", type=int, default=None,
                    help="training jobs that run at once, each in its own process (default: 1 on a CPU, one per GPU)")
     p.add_argument("--ray-address", default=os.environ.get("CLASS7_RAY_ADDRESS"), metavar="ADDRESS",

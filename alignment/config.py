@@ -233,8 +233,10 @@ class DPOConfig(CommonConfig):
     LoRA adapter disabled.
 
     Course value lr=5e-6 moved rewards/margins by ~1e-4 in 6 steps; with LoRA the update is scaled by
-    alpha/r but starts at zero, so the preset uses 1e-4 (20x) and beta=0.1 (the DPO paper's default)
-    instead of 0.3, which makes the implicit-reward margins visible within 30 steps.
+    alpha/r but starts at zero. The preset uses lr=1e-3 with the course's beta=0.3, measured on the built-in
+    data (README, "The methods compared"; 30 steps, 4 answers x 30 prompts): lr 1e-4 / beta 0.1 moved DPO by a
+    KL of 0.2 nats and left it at 50% by the rules; lr 1e-3 with beta 0.1 / 0.3 / 1.0 reached KL 18.9 / 10.1 /
+    5.5 and rules win rates of 58% / 61% / 59%, gold reward model 62% each, every interval above 50%.
 
     Attributes:
         beta: strength of the implicit KL constraint (Rafailov et al. 2023, Eq. 7).
@@ -243,9 +245,9 @@ class DPOConfig(CommonConfig):
 
     BOUNDS = {"beta": (1e-4, 10.0)}
 
-    learning_rate: float = field(default=1e-4, metadata=_setting("learning_rate"))
+    learning_rate: float = field(default=1e-3, metadata=_setting("learning_rate"))
     batch_size: int = field(default=4, metadata=_setting("batch_size"))
-    beta: float = field(default=0.1, metadata=_setting("beta"))
+    beta: float = field(default=0.3, metadata=_setting("beta"))
     loss_type: str = "sigmoid"
 
     def __post_init__(self) -> None:

@@ -164,24 +164,24 @@ def test_failed_method_is_recorded_and_others_run(tmp_path, monkeypatch):
 
 
 def test_cli_sweep_trains_one_run_per_value_and_evaluates_them_all(tmp_path, capsys):
-    """``--sweep dpo.beta=0.05,0.3``: two more DPO runs with those betas, evaluated next to base and the preset's DPO
+    """``--sweep dpo.beta=0.05,0.1``: two more DPO runs with those betas, evaluated next to base and the preset's DPO
     (one point each on the reward-vs-KL frontier); the newest class DPO run stays the preset's."""
     code = class7_1.main(["--model", "tiny", "--steps", "1", "--max-pairs", "30", "--max-eval-prompts", "3",
-                          "--methods", "reward", "dpo", "--output-dir", str(tmp_path), "--sweep", "dpo.beta=0.05,0.3",
+                          "--methods", "reward", "dpo", "--output-dir", str(tmp_path), "--sweep", "dpo.beta=0.05,0.1",
                           "--set", "all.max_completion_length=6", "all.max_prompt_length=64", "all.film_strip_every=0"])
     assert code == 0
     ev = json.loads((tmp_path / "class" / "evaluation_results.json").read_text())
-    assert list(ev["models"]) == ["base", "dpo", "dpo(beta=0.05)", "dpo(beta=0.3)"]
+    assert list(ev["models"]) == ["base", "dpo", "dpo(beta=0.05)", "dpo(beta=0.1)"]
     report = json.loads((tmp_path / "class" / "alignment_comparison_report.json").read_text())
     configs = report["setup"]["configs"]
-    assert configs["dpo"]["beta"] == 0.1 and configs["dpo(beta=0.05)"]["beta"] == 0.05 and configs["dpo(beta=0.3)"]["beta"] == 0.3
+    assert configs["dpo"]["beta"] == 0.3 and configs["dpo(beta=0.05)"]["beta"] == 0.05 and configs["dpo(beta=0.1)"]["beta"] == 0.1
     runs = {n: json.loads((Path(d) / "config.json").read_text())["config"]["beta"] for n, d in report["setup"]["runs"].items()
             if n != "reward"}
-    assert runs == {"dpo": 0.1, "dpo(beta=0.05)": 0.05, "dpo(beta=0.3)": 0.3}  # each model is the run it names
+    assert runs == {"dpo": 0.3, "dpo(beta=0.05)": 0.05, "dpo(beta=0.1)": 0.1}  # each model is the run it names
     newest = sorted((tmp_path / "class" / "runs" / "dpo").iterdir())[-1]
-    assert json.loads((newest / "config.json").read_text())["config"]["beta"] == 0.1
+    assert json.loads((newest / "config.json").read_text())["config"]["beta"] == 0.3
     assert [r[0] for r in report["headline_table"]["rows"]] == list(ev["models"])
-    assert "dpo(beta=0.3)" in capsys.readouterr().out
+    assert "dpo(beta=0.1)" in capsys.readouterr().out
 
 
 def test_cli_sweep_refuses_bad_values_before_training(tmp_path, capsys):

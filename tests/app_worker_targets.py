@@ -14,7 +14,7 @@ def out_of_memory(spec: dict) -> dict:
     return run_job(spec)
 
 
-SAMPLING_S = 4.0
+SAMPLING_S = 6.0
 
 
 def slow_ppo(spec: dict) -> dict:

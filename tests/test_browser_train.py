@@ -73,7 +73,11 @@ def test_train_tab_while_and_after_a_run(app, browser, monkeypatch):
     page.locator("#train-start").click()
     page.wait_for_function("() => document.querySelector('#train-progress').innerText.includes('sampling')")
     before = label(page)
-    page.wait_for_timeout(1500)
+    # the label ticks within the step: its elapsed seconds grow within 3 s (the page refreshes it every second;
+    # two refreshes may land less than a second apart on a busy machine, so a fixed wait could see no change)
+    page.wait_for_function("(before) => { const m = document.querySelector('#train-progress').innerText"
+                           ".match(/(\\d+) s elapsed/); return m !== null && Number(m[1]) > before; }",
+                           arg=elapsed_s(before), timeout=3000)
     after = label(page)
     assert "step 0/30" in before and "step 0/30" in after, (before, after)  # no step ended in between
     assert "sampling" in after and "estimating time left" in before

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .generation import RewardScorer, generate_shared_noise, sequence_log_ratio
+from .generation import RewardScorer, generate_shared_noise, grouped_batches, sequence_log_ratio
 from .registry import method_of
 from .rules import rule_for, score_answer
 from .stats import (TIE_TOLERANCE, kl_interval, length_controlled_win_rate, paired_bootstrap_win_rate,
@@ -158,8 +158,7 @@ def _by_prompt(rows: list, size: int) -> list[list[int]]:
     """Row indices sorted by prompt (stable) and cut into batches of ``size``: the rows of one prompt share a batch,
     where the prompt is encoded once (``PromptCache``)."""
     first: dict[str, int] = {}
-    order = sorted(range(len(rows)), key=lambda r: first.setdefault(str(rows[r]), len(first)))
-    return [order[i:i + size] for i in range(0, len(order), size)]
+    return grouped_batches([first.setdefault(str(row), len(first)) for row in rows], int, size)
 
 
 def _score_all(scorers: list, rows: list, texts: list[str], progress) -> list[list]:

@@ -312,15 +312,11 @@ def pack_responses(tokenizer, prompts, responses: list[list[int]], device=None):
     """
     enc = tokenizer(prompt_texts(tokenizer, prompts), return_tensors="pt", padding=True, padding_side="left",
                     add_special_tokens=False)
-    B, P = enc["input_ids"].shape
-    T = max(1, max(len(r) for r in responses))
-    resp = torch.full((B, T), tokenizer.pad_token_id, dtype=torch.long)
-    resp_mask = torch.zeros(B, T)
-    for i, r in enumerate(responses):
-        resp[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        resp_mask[i, :len(r)] = 1.0
+    P = enc["input_ids"].size(1)
+    resp, resp_mask = right_pad(responses, tokenizer.pad_token_id)  # (B, T) each
     input_ids = torch.cat([enc["input_ids"], resp], dim=1)
-    attention_mask = torch.cat([enc["attention_mask"].float(), resp_mask], dim=1).long()
+    attention_mask = torch.cat([enc["attention_mask"].long(), resp_mask], dim=1)
+    resp_mask = resp_mask.float()
     if device is not None:
         input_ids, attention_mask, resp_mask = input_ids.to(device), attention_mask.to(device), resp_mask.to(device)
     return input_ids, attention_mask, resp_mask, P
@@ -394,9 +390,9 @@ def right_pad(seqs: list[list[int]], pad_token_id: int, device=None) -> tuple[to
     return ids.to(device), mask.to(device)
 
 
-def _grouped_batches(keys: list, group, batch_size: int) -> list[list[int]]:
-    """Indices of the distinct ``keys``, sorted so that rows of one ``group(key)`` are adjacent, cut into batches
-    of ``batch_size``: each batch encodes few distinct prompts."""
+def grouped_batches(keys: list, group, batch_size: int) -> list[list[int]]:
+    """Indices of ``keys``, stably sorted by ``group(key)`` so that rows of one group are adjacent, cut into
+    batches of ``batch_size``: each batch encodes few distinct prompts."""
     order = sorted(range(len(keys)), key=lambda u: group(keys[u]))
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -419,7 +415,7 @@ def continuation_logps(model, tokenizer, prompts, responses: list[list[int]], te
     unique = list(dict.fromkeys(keys))
     pad, done = tokenizer.pad_token_id, {}
     own = (lambda xs: {"adapter_names": list(xs)}) if adapter_names is not None else (lambda xs: {})
-    for batch in _grouped_batches(unique, lambda k: (k[0], k[1] or ""), batch_size):
+    for batch in grouped_batches(unique, lambda k: (k[0], k[1] or ""), batch_size):
         rows = [unique[u] for u in batch]
         groups = list(dict.fromkeys((h, a) for h, a, _ in rows))
         tokens = [list(r) for _, _, r in rows]
@@ -530,7 +526,7 @@ class RewardScorer:
         unique = [k for k in unique if answers[k[0]] > 1]
         done = {}
         with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=bf16):
-            for batch in _grouped_batches(unique, lambda k: k[0], self.batch_size):
+            for batch in grouped_batches(unique, lambda k: k[0], self.batch_size):
                 rows = [unique[u] for u in batch]
                 groups = list(dict.fromkeys(h for h, _ in rows))
                 where = {h: i for i, h in enumerate(groups)}

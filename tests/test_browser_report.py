@@ -183,3 +183,7 @@ def test_learn_tab_shows_formula_code_lines_and_a_computed_number(trained_app, p
     assert page.locator("#learn-notebook").is_visible() and page.locator("#learn-to-compare").is_visible()
     page.locator("#learn-to-compare").click()
     page.locator("#cmp-prompt").wait_for(state="visible")
+    # on a phone the Compare tab sits in Gradio's "More tabs" menu: the button still opens it
+    _open_tab(page, "1 · Learn", 390, 844)
+    page.locator("#learn-to-compare").click()
+    page.locator("#cmp-prompt").wait_for(state="visible", timeout=10_000)

@@ -44,9 +44,9 @@ def create_app(manager) -> gr.Blocks:
         gr.Markdown(f"# Alignment Lab: how language models learn human preferences\n"
                     f"Model: **{info['description']}** · outputs in `{manager.output_dir}`")
         store = name_store()  # outside the tabs, so it is mounted (and read) when the page loads
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("1 · Learn", id="learn"):
-                create_learn_tab(manager)
+                learn = create_learn_tab(manager)
             with gr.Tab("2 · Data", id="data"):
                 data = create_data_tab(manager)
             with gr.Tab("3 · Annotate", id="annotate"):
@@ -57,6 +57,9 @@ def create_app(manager) -> gr.Blocks:
                 compare = create_compare_tab(manager)
             with gr.Tab("6 · Report", id="report"):
                 report = create_report_tab(manager)
+        # the Learn tab's "Open 5 · Compare": select the tab by its id (on a phone it sits in the "More tabs" menu)
+        learn["to_compare"].click(lambda: gr.Tabs(selected="compare"), None, tabs, api_visibility="private",
+                                  **FREE).then(None, js="() => window.scrollTo({top: 0})")
         demo.load(train["on_load"], None, [train["name"], train["class_model"], train["teacher"]],
                   api_visibility="private", **FREE)
         # one name for Annotate, Train and the arena: the login under --auth (read-only), else the typed name, kept

@@ -32,12 +32,6 @@ LEARN_CSS = """
   min-width: 7em;}
 """
 
-GO_TO_COMPARE_JS = """() => {
-  const tab = [...document.querySelectorAll('button[role="tab"]')].find(b => b.textContent.trim().endsWith('Compare'));
-  if (tab) { tab.click(); window.scrollTo({top: 0}); }
-}"""
-
-
 def create_learn_tab(manager) -> dict:
     comps = {"style": gr.HTML(f"<style>{LEARN_CSS}</style>", elem_id="learn-style", padding=False)}
     gr.Markdown("## How a model learns from preferences\n"
@@ -71,5 +65,4 @@ def create_learn_tab(manager) -> dict:
             comps["notebook"] = gr.DownloadButton("Download the notebook (class7_code.ipynb)", value=str(NOTEBOOK),
                                                   elem_id="learn-notebook")
         comps["to_compare"] = gr.Button("Open 5 · Compare", elem_id="learn-to-compare")
-    comps["to_compare"].click(None, None, None, js=GO_TO_COMPARE_JS)
     return comps

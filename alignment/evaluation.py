@@ -109,40 +109,19 @@ def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _decoder(policy):
-    """The module whose forward runs once per decoded token (the causal LM under a PeftModel), or None."""
-    model = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-    return model if isinstance(model, torch.nn.Module) else None
-
-
 def _generate_reporting(policy, tokenizer, rows, adapters, keys, decoding: DecodingConfig, progress):
     """``generate_shared_noise`` one batch of ``decoding.batch_size`` rows at a time (the same batches, hence the
     same answers, as one call), reporting ``progress("generating answers", token steps done, total)`` after every
-    decoded token: a forward hook on the decoder counts its forward passes (one per token; a batch whose rows all
-    end early jumps to its full ``max_new_tokens``)."""
+    decoded token (a batch whose rows all end early jumps to its full ``max_new_tokens``)."""
     steps, out = decoding.max_new_tokens, []
     batches = _batches(len(rows), decoding.batch_size)
     total = len(batches) * steps
-    decoder = _decoder(policy)
     for b, idx in enumerate(batches):
-        handle = None
-        if decoder is not None:
-            count = [0]
-
-            def on_forward(module, args, output, _done=b * steps, _count=count):
-                _count[0] += 1
-                progress(PHASES[0], _done + min(_count[0], steps), total)
-
-            handle = decoder.register_forward_hook(on_forward)
-        try:
-            out += generate_shared_noise(policy, tokenizer, rows[idx.start:idx.stop],
-                                         adapters[idx.start:idx.stop] if adapters is not None else None,
-                                         keys[idx.start:idx.stop], decoding.max_new_tokens, decoding.temperature,
-                                         decoding.do_sample, decoding.seed, decoding.batch_size)
-        finally:
-            if handle is not None:
-                handle.remove()
-        progress(PHASES[0], (b + 1) * steps, total)
+        out += generate_shared_noise(policy, tokenizer, rows[idx.start:idx.stop],
+                                     adapters[idx.start:idx.stop] if adapters is not None else None,
+                                     keys[idx.start:idx.stop], decoding.max_new_tokens, decoding.temperature,
+                                     decoding.do_sample, decoding.seed, decoding.batch_size,
+                                     on_step=lambda step, _steps, _done=b * steps: progress(PHASES[0], _done + step, total))
     return out
 
 

@@ -5,7 +5,7 @@ import torch
 from peft import get_peft_model
 
 from alignment.evaluation import DecodingConfig, compare_answers
-from alignment.generation import GumbelNoiseSampler, generate_shared_noise
+from alignment.generation import GumbelNoiseSampler, generate, generate_shared_noise
 from alignment.models import load_causal_lm, lora_config
 
 PROMPTS = ["What is the capital of France?", "Describe a cat in exactly 5 words.", "Name a color.", "Say hi."]
@@ -231,27 +231,50 @@ def test_prompt_cache_logps_equal_one_forward_over_prompt_and_response(two_adapt
     assert cached[12] == cached[0]
 
 
-def test_shared_prompt_prefill_gives_the_same_answers(two_adapters, tokenizer, monkeypatch):
-    # generate_shared_noise encodes a prompt once for all rows with the same prompt and adapter; the answers and
-    # their recorded log-probs are those of encoding every row
-    import alignment.generation as generation
+EOS_BIAS = 7.0  # answers of 1 to 12 tokens from the tiny model (measured)
 
+
+def test_own_decoding_loop_gives_the_answers_of_generate(two_adapters, tokenizer):
+    # generate_shared_noise decodes with its own loop: each distinct (prompt, adapter) encoded once, finished rows
+    # dropped from the batch. The answers and their recorded log-probs are those of HF generate with the same
+    # Gumbel noise, each row decoded alone, for rows that end at different steps.
+    import copy
+
+    from transformers import LogitsProcessorList
+
+    from alignment.generation import _generate_batches
+
+    model = copy.deepcopy(two_adapters)
+    head = model.get_base_model().lm_head  # a bias on EOS's logit makes the random model end its answers early
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[tokenizer.eos_token_id] = EOS_BIAS
+    model.get_base_model().lm_head = biased
     rows, names, keys = PROMPTS * 3, ["a"] * 8 + ["b"] * 4, list(range(12))
-    used = []
-    real = generation.shared_prompt_cache
+    ours = generate_shared_noise(model, tokenizer, rows, names, keys, max_new_tokens=12, seed=7)
+    lengths = [g.length for g in ours]
+    assert sum(g.ended_with_eos for g in ours) >= 4 and len(set(lengths)) >= 4 and max(lengths) == 12, lengths
 
-    def spy(*args, **kwargs):
-        used.append(real(*args, **kwargs))
-        return used[-1]
+    def one_row(start, enc):
+        sampler = GumbelNoiseSampler(keys[start:start + 1], enc["input_ids"].size(1), 0.7, seed=7, record_logps=True)
+        return dict(do_sample=False, max_new_tokens=12, temperature=None, top_k=None, top_p=None,
+                    logits_processor=LogitsProcessorList([sampler]), adapter_names=names[start:start + 1])
 
-    monkeypatch.setattr(generation, "shared_prompt_cache", spy)
-    shared = generate_shared_noise(two_adapters, tokenizer, rows, names, keys, max_new_tokens=10, seed=7)
-    assert used and used[0] is not None  # rows 0-3 and 4-7 share prompt and adapter
-    monkeypatch.setattr(generation, "shared_prompt_cache", lambda *a, **k: None)
-    plain = generate_shared_noise(two_adapters, tokenizer, rows, names, keys, max_new_tokens=10, seed=7)
-    assert [g.token_ids for g in shared] == [g.token_ids for g in plain]
-    for s, p in zip(shared, plain):
-        assert s.logps == pytest.approx(p.logps, abs=1e-4)
+    theirs = _generate_batches(model, tokenizer, rows, 1, one_row)
+    assert [g.token_ids for g in ours] == [g.token_ids for g in theirs]
+    assert [g.ended_with_eos for g in ours] == [g.ended_with_eos for g in theirs]
+    for o, t in zip(ours, theirs):
+        assert o.logps == pytest.approx(t.logps, abs=1e-4)
+
+
+def test_greedy_decoding_loop_equals_generate(two_adapters, tokenizer):
+    two_adapters.set_adapter("b")
+    ours = generate_shared_noise(two_adapters, tokenizer, PROMPTS, None, None, max_new_tokens=8, do_sample=False)
+    theirs = generate(two_adapters, tokenizer, PROMPTS, max_new_tokens=8, do_sample=False, batch_size=1)
+    assert [g.token_ids for g in ours] == [g.token_ids for g in theirs]
+    assert all(g.logps is None for g in ours)
 
 
 def test_kl_of_an_answer_base_also_gave_reuses_base_logps(two_adapters, tokenizer, monkeypatch):

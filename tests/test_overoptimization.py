@@ -10,7 +10,7 @@ from peft import get_peft_model
 from alignment.config import make_config
 from alignment.data import fit_to_length, split_pairs
 from alignment.data.flaws import plant_flaw
-from alignment.generation import generate
+from alignment.generation import generate_shared_noise
 from alignment.models import load_causal_lm, lora_config
 from alignment.report import film_strip_curves, figures
 from alignment.rules import rule_for, rule_scores, score_answer
@@ -86,7 +86,8 @@ def test_film_strip_frame_scores_what_it_sampled(tmp_path, tiny_source, tokenize
     frame = strip.capture(0, policy)
     assert torch.equal(torch.get_rng_state(), state)  # the training's random numbers are untouched
     # the answers are the policy's samples at this seed; scores, rules and lengths are of those answers
-    expected = generate(policy, tokenizer, [p["prompt"] for p in prompts], max_new_tokens=10, temperature=0.7, seed=3)
+    expected = generate_shared_noise(policy, tokenizer, [p["prompt"] for p in prompts], None, list(range(len(prompts))),
+                                     max_new_tokens=10, temperature=0.7, seed=3)
     answers = frame["answers"]
     assert [a["response"] for a in answers] == [g.text for g in expected]
     assert [a["proxy"] for a in answers] == pytest.approx([len(g.text) for g in expected])

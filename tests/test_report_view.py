@@ -414,6 +414,28 @@ def test_findings_say_why_an_independent_evaluator_is_inconclusive():
     assert "inconclusive" not in ppo
 
 
+def test_findings_name_the_proxy_gold_gap_of_a_model_trained_on_the_proxy():
+    """PPO, trained on the proxy RM, 70% by it and 52% by the gold RM: the 18-point gap is called out as what
+    over-optimisation looks like; DPO with the same numbers (never trained on the proxy) and PPO with a gap under
+    10 points are not."""
+    from alignment.report import evaluator_findings
+
+    def rate(w):
+        return {"win_rate": w, "ci_low": w - 0.1, "ci_high": w + 0.1, "half_width": 0.1, "n": 120,
+                "n_prompts": 30, "n_samples": 4, "wins": 60, "ties": 0, "losses": 60}
+
+    def summary(proxy, gold):
+        return {"summary": {"mean_length_tokens": 20.0,
+                            "win_rate_vs_base": {"proxy_rm": rate(proxy), "gold_rm": rate(gold)}}}
+
+    evaluation = {"evaluators": {"proxy_rm": {"trained": ["ppo", "grpo"]}, "gold_rm": {"trained": []}},
+                  "models": {"base": {"summary": {}}, "dpo": summary(0.70, 0.52), "ppo": summary(0.70, 0.52),
+                             "grpo": summary(0.70, 0.61)}}
+    dpo, ppo, grpo = evaluator_findings(evaluation)
+    assert "rates it 18 points above the gold RM" in ppo and "over-optimisation" in ppo
+    assert "points above" not in dpo and "points above" not in grpo
+
+
 def test_frontier_has_one_point_per_model_and_evaluator():
     """The reward-vs-KL frontier: each model's KL (with its interval) against its mean score by each evaluator, one
     legend entry per model."""

@@ -20,9 +20,10 @@ gold score rises, peaks and falls. Two probes make that visible in every run:
   DPO, which trains without a reward model, gets the same frames when a reward run exists (the class's, or the
   student's own), so all three methods are drawn on one chart (``alignment.report.overoptimization_figure``).
 
-A frame costs one batched generation of ``size`` answers, two forward passes for the KL and one per reward model:
-about 3 s on 2 CPU cores for 8 answers of 32 tokens. The global torch RNG is saved and restored around it, so a
-run with a film strip trains exactly as one without.
+A frame costs one batched generation of ``size`` answers (``generate_shared_noise``: Gumbel noise fixed per prompt),
+two forward passes for the KL (the policy's and the reference's, through the same code, so the KL of a policy that
+has not moved is exactly 0 rather than float noise) and one per reward model.
+The global torch RNG is saved and restored around it, so a run with a film strip trains exactly as one without.
 """
 
 from __future__ import annotations
@@ -110,18 +111,18 @@ class FilmStrip:
     def capture(self, step: int, policy) -> dict:
         """Sample, score and append one frame for ``policy`` (a ``PeftModel``; eval mode during the frame, its
         training mode and the torch RNG restored after). Returns the frame."""
-        from ..generation import generate, sequence_log_ratio
+        from ..generation import generate_shared_noise, sequence_log_ratio
         from ..rules import score_answer
 
         rng, was_training = torch.get_rng_state(), policy.training
         policy.eval()
         try:
             prompts = [row["prompt"] for row in self.prompts]
-            gens = generate(policy, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens,
-                            temperature=self.temperature, do_sample=True, seed=self.seed, batch_size=len(prompts))
+            gens = generate_shared_noise(policy, self.tokenizer, prompts, None, list(range(len(prompts))),
+                                         self.max_new_tokens, self.temperature, True, self.seed, len(prompts))
             texts = [g.text for g in gens]
             kl = (sequence_log_ratio(policy, self.tokenizer, prompts, [g.token_ids for g in gens], self.temperature,
-                                     batch_size=len(prompts))
+                                     batch_size=len(prompts))  # two forwards: 0 exactly for an unmoved policy
                   if hasattr(policy, "disable_adapter") else [0.0] * len(prompts))
             scores = {name: (scorer.score(prompts, texts).tolist() if scorer is not None else [None] * len(prompts))
                       for name, scorer in (("proxy", self.referees.proxy), ("gold", self.referees.gold))}

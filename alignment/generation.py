@@ -142,7 +142,8 @@ class MergedRolloutModel:
 
         self.policy = policy
         base = policy.get_base_model()
-        self.model = AutoModelForCausalLM.from_config(base.config, dtype=dtype).to(base.device).eval()
+        # a copy of the config: from_config would set the policy's own config.dtype to ``dtype``
+        self.model = AutoModelForCausalLM.from_config(copy.deepcopy(base.config), dtype=dtype).to(base.device).eval()
         self.model.generation_config = base.generation_config
         self.lora = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
         own = dict(self.model.named_parameters())

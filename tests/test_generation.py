@@ -79,6 +79,7 @@ def test_merged_rollout_model_follows_the_adapter(tiny_source, tokenizer):
             if "lora_" in name:
                 p.normal_(0, 0.2)
     enc = tokenizer(["What is the capital of France?"], return_tensors="pt")
+    own_dtype = policy.config.dtype
     exact = MergedRolloutModel(policy, torch.float32)
     assert (exact.model(**enc).logits - policy(**enc).logits).abs().max() < 1e-4
     with torch.no_grad():  # an optimizer step changes the adapter: sync() picks it up
@@ -94,6 +95,7 @@ def test_merged_rollout_model_follows_the_adapter(tiny_source, tokenizer):
         p16 = torch.softmax(fast.model(**enc).logits[:, -1].float() / 0.7, -1)
     assert 0.5 * (p32 - p16).abs().sum() < 0.02
     assert next(fast.model.parameters()).dtype == torch.bfloat16
+    assert policy.config.dtype == own_dtype and fast.model.config is not policy.config  # the policy's config kept
 
 
 SHARPEN = 8.0

@@ -146,8 +146,21 @@ def test_grpo_logs_raw_proxy_and_gold_scores(tmp_path, tiny_source, tokenizer, t
     assert not (ctx.run_dir / "film_strip.jsonl").exists()
 
 
-def test_dpo_film_strip_and_report_curves(tmp_path, tiny_source, tokenizer, train_rows):
+def test_dpo_film_strip_and_report_curves(tmp_path, tiny_source, tokenizer, train_rows, monkeypatch):
     cfg = make_config("dpo", **FAST, film_strip_every=2)
+    assert cfg.bf16
+    autocast_in_frames, capture = [], FilmStrip.capture
+
+    def watched_capture(self, step, policy):  # records whether each decoder layer ran under autocast
+        hooks = [layer.register_forward_hook(lambda *a: autocast_in_frames.append(torch.is_autocast_enabled("cpu")))
+                 for layer in policy.get_base_model().model.layers]
+        try:
+            return capture(self, step, policy)
+        finally:
+            for h in hooks:
+                h.remove()
+
+    monkeypatch.setattr(FilmStrip, "capture", watched_capture)
     proxy, gold = RecordingScorer(0.0), RecordingScorer(10.0)
     ctx = RunContext(tmp_path / "dpo", "dpo", cfg.max_steps)
     strip = FilmStrip(ctx.run_dir, tokenizer, pick_prompts(EVAL, 4), Referees(proxy, gold), every=2, max_new_tokens=10)
@@ -156,6 +169,8 @@ def test_dpo_film_strip_and_report_curves(tmp_path, tiny_source, tokenizer, trai
     frames = read_film_strip(ctx.run_dir)
     assert [f["step"] for f in frames] == [0, 2, 3]
     assert frames[0]["mean"]["kl"] == pytest.approx(0.0, abs=1e-4) and frames[-1]["mean"]["kl"] != 0.0
+    # TRL's accelerate runs the training forward under bf16 autocast; the frames' forward passes run in fp32
+    assert autocast_in_frames and not any(autocast_in_frames)
     curves = film_strip_curves({"dpo": {"run_dir": str(ctx.run_dir)}, "reward": {"run_dir": None}})
     assert list(curves) == ["dpo"] and [p["step"] for p in curves["dpo"]] == [0, 2, 3]
     assert curves["dpo"][1]["gold"] == pytest.approx(frames[1]["mean"]["gold"])

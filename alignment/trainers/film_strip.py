@@ -165,8 +165,9 @@ def frame_means(frames: list[dict]) -> list[dict]:
 def film_strip_callback(strip: FilmStrip, trainer, ctx):
     """A transformers ``TrainerCallback`` taking ``strip``'s frames of ``trainer``'s model: before the first step,
     every ``strip.every`` steps, and at the last step. A run stopped by its owner (``ctx.should_stop()``) gets no
-    further frame: Stop should end it now. With GRPO the policy's ``generate`` is patched to name progress phases;
-    the frame samples through the model class's own ``generate``."""
+    further frame: Stop should end it now. The frame runs the model class's own ``forward`` and ``generate``, not
+    the instance's wrappers (TRL's accelerate wraps ``forward`` in bf16 autocast when ``bf16`` is on; GRPO's
+    ``generate`` names progress phases), so every method's frames are fp32."""
     from transformers import TrainerCallback
 
     def model():
@@ -177,12 +178,14 @@ def film_strip_callback(strip: FilmStrip, trainer, ctx):
             return
         ctx.phase("film strip")
         policy = model()
-        patched = policy.__dict__.pop("generate", None)  # GRPO's phase-naming wrapper (alignment.trainers.grpo)
+        # the instance's own wrappers, put back after the frame: GRPO's phase-naming ``generate``
+        # (alignment.trainers.grpo), and accelerate's bf16 autocast around ``forward`` (``Accelerator.prepare_model``
+        # with mixed precision), so that the frames of DPO and GRPO run in fp32 like PPO's and the evaluation
+        patched = {name: policy.__dict__.pop(name) for name in ("generate", "forward") if name in policy.__dict__}
         try:
             strip.capture(step, policy)
         finally:
-            if patched is not None:
-                policy.generate = patched
+            policy.__dict__.update(patched)
 
     class _FilmStripCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):

@@ -117,11 +117,13 @@ def _generate_reporting(policy, tokenizer, rows, adapters, keys, decoding: Decod
     batches = _batches(len(rows), decoding.batch_size)
     total = len(batches) * steps
     for b, idx in enumerate(batches):
+        def on_step(step: int, _steps: int, _done: int = b * steps) -> None:
+            progress(PHASES[0], _done + step, total)
+
         out += generate_shared_noise(policy, tokenizer, rows[idx.start:idx.stop],
                                      adapters[idx.start:idx.stop] if adapters is not None else None,
                                      keys[idx.start:idx.stop], decoding.max_new_tokens, decoding.temperature,
-                                     decoding.do_sample, decoding.seed, decoding.batch_size,
-                                     on_step=lambda step, _steps, _done=b * steps: progress(PHASES[0], _done + step, total))
+                                     decoding.do_sample, decoding.seed, decoding.batch_size, on_step=on_step)
     return out
 
 

@@ -231,8 +231,9 @@ def evaluator_findings(evaluation: dict) -> list[str]:
                      "difference")
         trained_on_proxy = name in ((evaluation.get("evaluators") or {}).get("proxy_rm") or {}).get("trained", ())
         gold = wr.get("gold_rm")
-        if trained_on_proxy and proxy and gold and proxy["ci_low"] > 0.5 and proxy["win_rate"] - gold["win_rate"] >= GAP:
-            text += (f"; the proxy RM it was trained on rates it {100 * (proxy['win_rate'] - gold['win_rate']):.0f} "
+        gap = proxy["win_rate"] - gold["win_rate"] if proxy and gold else 0.0
+        if trained_on_proxy and gap >= GAP and proxy["ci_low"] > 0.5:  # a gap needs both scores
+            text += (f"; the proxy RM it was trained on rates it {100 * gap:.0f} "
                      "points above the gold RM nobody trained on: that part of its win is not confirmed by an "
                      "independent judge, the signature of reward over-optimisation (Gao et al. 2023; the film "
                      "strips show whether the gap grew with the KL)")

@@ -30,8 +30,7 @@ class Generation:
     """One generated response. ``token_ids`` are cut after the first EOS (EOS included when present).
 
     ``logps``: per-token log pi_T(y_t | x, y_<t) of the model that sampled it, at the sampling temperature
-    (nats, one per token id), recorded while sampling by ``GumbelNoiseSampler(record_logps=True)``; None when
-    not recorded.
+    (nats, one per token id), recorded while sampling by ``generate_shared_noise``; None otherwise.
     """
 
     text: str
@@ -98,30 +97,17 @@ def _generate_batches(model, tokenizer, prompts, batch_size: int, generate_kwarg
     for i in range(0, len(texts), batch_size):  # left padding per call: the shared tokenizer is never changed
         enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left",
                         add_special_tokens=False).to(model.device)
-        kwargs = generate_kwargs(i, enc)
-        recorder = next((p for p in kwargs.get("logits_processor", ()) if getattr(p, "record_logps", False)), None)
-        seqs = model.generate(**enc, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
+        seqs = model.generate(**enc, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                              **generate_kwargs(i, enc))
         response = seqs[:, enc["input_ids"].size(1):]  # (B, T)
         lengths, has_eos = truncate_after_eos(response, tokenizer.eos_token_id)
-        tokens, logps = recorder.recorded() if recorder is not None else (None, None)  # (B, S) each
-        for r, (row, n, eos) in enumerate(zip(response, lengths.tolist(), has_eos.tolist())):
+        for row, n, eos in zip(response, lengths.tolist(), has_eos.tolist()):
             ids = row[:n].tolist()
             text = tokenizer.decode(ids[:-1] if eos else ids, skip_special_tokens=True).strip()
-            out.append(Generation(text=text, token_ids=ids, ended_with_eos=bool(eos),
-                                  logps=_matching_logps(tokens, logps, r, row[:n])))
+            out.append(Generation(text=text, token_ids=ids, ended_with_eos=bool(eos)))
     if was_training:
         model.train()
     return out
-
-
-def _matching_logps(tokens: torch.Tensor | None, logps: torch.Tensor | None, row: int,
-                    ids: torch.Tensor) -> list[float] | None:
-    """Row ``row``'s recorded log-probs if ``generate`` picked exactly the recorded tokens ``ids`` (n,), else None:
-    a logits processor that ran after the sampler changed the pick, and the caller needs a forward pass."""
-    n = ids.numel()
-    if tokens is None or tokens.size(1) < n or not torch.equal(tokens[row, :n], ids.cpu()):
-        return None
-    return logps[row, :n].tolist()
 
 
 class MergedRolloutModel:
@@ -185,39 +171,25 @@ class MergedRolloutModel:
 
 
 class GumbelNoiseSampler:
-    """Logits processor that turns greedy decoding into exact sampling at ``temperature`` with *shared* noise.
+    """Exact sampling at ``temperature`` with *shared* noise: a logits processor that turns ``generate``'s greedy
+    decoding into sampling, and ``sample`` for ``generate_shared_noise``'s own decoding loop.
 
     Gumbel-max trick (Gumbel 1954; Maddison et al. 2014): argmax_v (logits_v / T + g_v) with g_v ~ Gumbel(0, 1)
     i.i.d. is a sample from softmax(logits / T). The noise of row r at step t is drawn from a generator seeded
     by (seed, t, ``noise_keys[r]``), so rows with the same key (the same prompt answered by different models)
     use the same random numbers whatever the batch composition: common random numbers make
     the comparison between models less noisy, and results do not depend on batch size.
-
-    With ``record_logps=True`` it also records, at each step, the token that greedy decoding will pick and its
-    log-probability log softmax(logits / T)[token] under the model being sampled (the logits are already there,
-    so the evaluation's KL needs no second forward pass of the sampled model): ``recorded()``.
     """
 
-    def __init__(self, noise_keys: list[int], prompt_width: int, temperature: float, seed: int,
-                 record_logps: bool = False):
+    def __init__(self, noise_keys: list[int], prompt_width: int, temperature: float, seed: int):
         self.unique_keys, self.rows = torch.unique(torch.tensor(noise_keys), return_inverse=True)  # (K,), (B,)
         self.unique_keys = self.unique_keys.tolist()
         self.prompt_width, self.temperature, self.seed = prompt_width, temperature, seed
-        self.record_logps = record_logps
-        self._tokens: list[torch.Tensor] = []
-        self._logps: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         step = input_ids.size(1) - self.prompt_width
-        gumbel = self._gumbel(step, list(range(len(self.unique_keys))), scores.size(1))  # (K, V)
-        scaled = scores.float() / self.temperature  # (B, V)
-        out = scaled + gumbel[self.rows].to(scores.device)
-        if self.record_logps:
-            token = out.argmax(-1)  # (B,): the token greedy decoding picks from what we return
-            logp = scaled.gather(1, token[:, None]).squeeze(1) - torch.logsumexp(scaled, dim=-1)  # (B,)
-            self._tokens.append(token.cpu())
-            self._logps.append(logp.cpu())
-        return out
+        rows = torch.arange(scores.size(0))
+        return scores.float() / self.temperature + self._noise(rows, step, scores.size(1)).to(scores.device)
 
     def sample(self, logits: torch.Tensor, step: int, rows: torch.Tensor, noise: bool = True):
         """The token of each of ``rows`` (indices into the sampler's ``noise_keys``) at decoding step ``step``
@@ -227,29 +199,19 @@ class GumbelNoiseSampler:
         Shapes: ``logits (b, V)``, ``rows (b,)`` -> ``token (b,) long``, ``logp (b,) float`` (nats).
         """
         scaled = logits.float() / self.temperature  # (b, V)
-        if noise:
-            keys = self.rows[rows.cpu()]  # (b,): each row's slot in unique_keys
-            used = torch.unique(keys)  # the noise rows this batch needs
-            gumbel = self._gumbel(step, used.tolist(), logits.size(1))  # (k, V)
-            slot = torch.searchsorted(used, keys)
-            token = (scaled + gumbel[slot].to(logits.device)).argmax(-1)
-        else:
-            token = scaled.argmax(-1)
+        noisy = scaled + self._noise(rows.cpu(), step, logits.size(1)).to(logits.device) if noise else scaled
+        token = noisy.argmax(-1)
         logp = scaled.gather(1, token[:, None]).squeeze(1) - torch.logsumexp(scaled, dim=-1)
         return token, logp
 
-    def _gumbel(self, step: int, slots: list[int], vocab: int) -> torch.Tensor:
-        """Gumbel(0, 1) noise ``(len(slots), V)`` of the keys ``unique_keys[slots]`` at ``step``."""
-        u = torch.empty(len(slots), vocab)
-        for j, s in enumerate(slots):
+    def _noise(self, rows: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+        """Gumbel(0, 1) noise ``(b, V)`` of ``rows`` at ``step``: one generator per (seed, step, key), drawn once
+        for the keys the rows use."""
+        used, slot = torch.unique(self.rows[rows], return_inverse=True)  # (k,) slots in unique_keys, (b,)
+        u = torch.empty(len(used), vocab)
+        for j, s in enumerate(used.tolist()):
             u[j].uniform_(generator=torch.Generator().manual_seed(hash((self.seed, step, self.unique_keys[s])) % 2**63))
-        return -torch.log(-torch.log(u.clamp_(1e-20, 1.0)))
-
-    def recorded(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens ``(B, S) long`` and their log-probs ``(B, S) float`` (nats) for the S steps sampled so far."""
-        if not self._tokens:
-            return torch.zeros(self.rows.numel(), 0, dtype=torch.long), torch.zeros(self.rows.numel(), 0)
-        return torch.stack(self._tokens, 1), torch.stack(self._logps, 1)
+        return -torch.log(-torch.log(u.clamp_(1e-20, 1.0)))[slot]
 
 
 def gumbel_max_kwargs(input_ids: torch.Tensor, temperature: float) -> dict:
@@ -309,8 +271,7 @@ def generate_shared_noise(model, tokenizer, prompts, adapter_names: list[str] | 
     try:
         for i in range(0, len(heads), batch_size):
             names = adapter_names[i:i + batch_size] if adapter_names is not None else None
-            sampler = GumbelNoiseSampler(noise_keys[i:i + batch_size], 0, temperature if do_sample else 1.0, seed,
-                                         record_logps=True)
+            sampler = GumbelNoiseSampler(noise_keys[i:i + batch_size], 0, temperature if do_sample else 1.0, seed)
             tokens, logps = _decode(model, heads[i:i + batch_size], names, sampler, max_new_tokens, do_sample,
                                     tokenizer.eos_token_id, tokenizer.pad_token_id, on_step)
             for ids, lps in zip(tokens, logps):
@@ -328,12 +289,7 @@ def _decode(model, heads: list[list[int]], names: list[str] | None, sampler: "Gu
 
     Returns ``(tokens, logps)``: per row, its token ids up to and including the first EOS, and their log-probs.
     """
-    own = (lambda xs: {"adapter_names": list(xs)}) if names is not None else (lambda xs: {})
-    groups = list(dict.fromkeys((tuple(h), n) for h, n in zip(heads, names or [None] * len(heads))))
-    where = {g: k for k, g in enumerate(groups)}
-    idx = [where[(tuple(h), n)] for h, n in zip(heads, names or [None] * len(heads))]
-    prefix = PromptCache.from_ids(model, [list(h) for h, _ in groups], pad, logits_to_keep=1,
-                                  **own(n for _, n in groups))
+    prefix, idx = PromptCache.of_rows(model, heads, pad, names, logits_to_keep=1)
     cache = prefix.expanded(idx)
     mask = prefix.mask[idx]  # (B, P)
     position = mask.sum(1)  # (B,): the position of each row's next token
@@ -362,7 +318,7 @@ def _decode(model, heads: list[list[int]], names: list[str] | None, sampler: "Gu
         token = torch.where(done, torch.full_like(token, pad), token)  # finished rows, not yet dropped: padding
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)  # (b, P + step + 1)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
-                    cache=cache, use_cache=True, logits_to_keep=1, **own(names or ()))
+                    cache=cache, use_cache=True, logits_to_keep=1, **_adapters(names))
         cache, position = out.cache, position + 1
         logits = out.logits[:, -1]  # (b, V)
     if on_step is not None:
@@ -426,6 +382,19 @@ class PromptCache:
             mask[i, P - len(p):] = 1
         return cls(model, ids.to(model.device), mask.to(model.device), **forward_kwargs)
 
+    @classmethod
+    def of_rows(cls, model, heads: list, pad_token_id: int, adapter_names: list[str] | None = None,
+                **forward_kwargs) -> tuple["PromptCache", list[int]]:
+        """Each distinct (prompt, adapter) of a batch's rows encoded once: ``heads`` holds each row's prompt token
+        ids, ``adapter_names`` its adapter (or None: the model as it is). Returns the cache and, per row, the index
+        of its prompt in it (for ``expanded`` and ``continue_with``)."""
+        keys = [(tuple(h), a) for h, a in zip(heads, adapter_names or [None] * len(heads))]
+        groups = list(dict.fromkeys(keys))
+        where = {g: k for k, g in enumerate(groups)}
+        cache = cls.from_ids(model, [list(h) for h, _ in groups], pad_token_id,
+                             **_adapters(None if adapter_names is None else [a for _, a in groups]), **forward_kwargs)
+        return cache, [where[k] for k in keys]
+
     def expanded(self, prompt_index: list[int]):
         """A copy of the cache with one row per entry of ``prompt_index`` (the K prompts' own cache is kept)."""
         cache = copy.deepcopy(self.cache)
@@ -444,6 +413,11 @@ class PromptCache:
         position_ids = self.mask[idx].sum(1, keepdim=True) + torch.arange(ids.size(1), device=idx.device)  # (b, T)
         return model(input_ids=ids, attention_mask=torch.cat([self.mask[idx], resp_mask], 1),
                      position_ids=position_ids, cache=self.expanded(prompt_index), use_cache=True, **forward_kwargs)
+
+
+def _adapters(names: list[str] | None) -> dict:
+    """The forward's ``adapter_names`` keyword (a PEFT mixed-adapter batch), or none for the model as it is."""
+    return {} if names is None else {"adapter_names": list(names)}
 
 
 def right_pad(seqs: list[list[int]], pad_token_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -481,20 +455,16 @@ def continuation_logps(model, tokenizer, prompts, responses: list[list[int]], te
     text = dict(zip(keys, prompts))
     unique = list(dict.fromkeys(keys))
     pad, done = tokenizer.pad_token_id, {}
-    own = (lambda xs: {"adapter_names": list(xs)}) if adapter_names is not None else (lambda xs: {})
     for batch in grouped_batches(unique, lambda k: (k[0], k[1] or ""), batch_size):
         rows = [unique[u] for u in batch]
-        groups = list(dict.fromkeys((h, a) for h, a, _ in rows))
         tokens = [list(r) for _, _, r in rows]
-        if len(groups) == len(rows):  # no prompt shared in this batch: one forward over prompt + response
+        row_names = [a for _, a, _ in rows] if adapter_names is not None else None
+        if len({(h, a) for h, a, _ in rows}) == len(rows):  # no prompt shared: one forward over prompt + response
             ids, attn, _, P = pack_responses(tokenizer, [text[k] for k in rows], tokens, device=model.device)
-            logps = response_logps(model, ids, attn, P, temperature, **own(a for _, a, _ in rows))  # (b, T)
+            logps = response_logps(model, ids, attn, P, temperature, **_adapters(row_names))  # (b, T)
         else:
-            where = {g: i for i, g in enumerate(groups)}
-            idx = [where[(h, a)] for h, a, _ in rows]
-            cache = PromptCache.from_ids(model, [list(h) for h, _ in groups], pad, logits_to_keep=1,
-                                         **own(a for _, a in groups))
-            out = cache.continue_with(model, idx, tokens, pad, **own(a for _, a, _ in rows))
+            cache, idx = PromptCache.of_rows(model, [h for h, _, _ in rows], pad, row_names, logits_to_keep=1)
+            out = cache.continue_with(model, idx, tokens, pad, **_adapters(row_names))
             logits = torch.cat([cache.last_logits[idx][:, None], out.logits[:, :-1]], 1)  # (b, T, V)
             logps = sequence_logps(logits, right_pad(tokens, pad, logits.device)[0], temperature)  # (b, T)
         for j, key in enumerate(rows):
@@ -595,11 +565,8 @@ class RewardScorer:
         with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=bf16):
             for batch in grouped_batches(unique, lambda k: k[0], self.batch_size):
                 rows = [unique[u] for u in batch]
-                groups = list(dict.fromkeys(h for h, _ in rows))
-                where = {h: i for i, h in enumerate(groups)}
-                cache = PromptCache.from_ids(self.model, [list(h) for h in groups], tok.pad_token_id)
-                out = cache.continue_with(self.model, [where[h] for h, _ in rows], [list(t) for _, t in rows],
-                                          tok.pad_token_id)
+                cache, idx = PromptCache.of_rows(self.model, [h for h, _ in rows], tok.pad_token_id)
+                out = cache.continue_with(self.model, idx, [list(t) for _, t in rows], tok.pad_token_id)
                 done.update(zip(rows, out.logits[:, 0].float().cpu().tolist()))
             whole = [r for r, k in enumerate(keys) if k is None]  # lone, too long, or re-tokenised by the template
             for i in range(0, len(whole), self.batch_size):

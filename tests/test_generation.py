@@ -190,28 +190,6 @@ def test_logps_recorded_while_sampling_equal_a_forward_pass(two_adapters, tokeni
         sequence_log_ratio(two_adapters, tokenizer, rows[:1], responses[:1], 0.7, policy_logps=[[0.0]])
 
 
-def test_recorded_logps_are_dropped_when_generate_picks_other_tokens(two_adapters, tokenizer):
-    # A processor running after the sampler changes the picked tokens: the recording no longer describes the
-    # answer, so it is discarded (the evaluation then runs the forward pass).
-    from transformers import LogitsProcessorList
-
-    from alignment.generation import _generate_batches
-
-    def force_token_42(input_ids, scores):
-        forced = torch.full_like(scores, -1e9)
-        forced[:, 42] = 0.0
-        return forced
-
-    def kwargs(start, enc):
-        sampler = GumbelNoiseSampler([0, 1], enc["input_ids"].size(1), 0.7, seed=0, record_logps=True)
-        return dict(do_sample=False, max_new_tokens=4, logits_processor=LogitsProcessorList([sampler, force_token_42]))
-
-    two_adapters.set_adapter("a")
-    gens = _generate_batches(two_adapters, tokenizer, PROMPTS[:2], 2, kwargs)
-    assert [g.token_ids for g in gens] == [[42] * 4] * 2
-    assert [g.logps for g in gens] == [None, None]
-
-
 def test_prompt_cache_logps_equal_one_forward_over_prompt_and_response(two_adapters, tokenizer):
     # continuation_logps encodes each distinct (prompt, adapter) once and runs the responses alone: the log-probs
     # of one forward over prompt + response, for prompts of different lengths, three adapters in one batch,
@@ -244,7 +222,7 @@ def test_own_decoding_loop_gives_the_answers_of_generate(two_adapters, tokenizer
 
     from transformers import LogitsProcessorList
 
-    from alignment.generation import _generate_batches
+    from alignment.generation import _generate_batches, continuation_logps
 
     model = copy.deepcopy(two_adapters)
     head = model.get_base_model().lm_head  # a bias on EOS's logit makes the random model end its answers early
@@ -260,15 +238,17 @@ def test_own_decoding_loop_gives_the_answers_of_generate(two_adapters, tokenizer
     assert sum(g.ended_with_eos for g in ours) >= 4 and len(set(lengths)) >= 4 and max(lengths) == 12, lengths
 
     def one_row(start, enc):
-        sampler = GumbelNoiseSampler(keys[start:start + 1], enc["input_ids"].size(1), 0.7, seed=7, record_logps=True)
+        sampler = GumbelNoiseSampler(keys[start:start + 1], enc["input_ids"].size(1), 0.7, seed=7)
         return dict(do_sample=False, max_new_tokens=12, temperature=None, top_k=None, top_p=None,
                     logits_processor=LogitsProcessorList([sampler]), adapter_names=names[start:start + 1])
 
     theirs = _generate_batches(model, tokenizer, rows, 1, one_row)
     assert [g.token_ids for g in ours] == [g.token_ids for g in theirs]
     assert [g.ended_with_eos for g in ours] == [g.ended_with_eos for g in theirs]
-    for o, t in zip(ours, theirs):
-        assert o.logps == pytest.approx(t.logps, abs=1e-4)
+    # the log-probs recorded while decoding are a forward pass's over the same tokens
+    forward = continuation_logps(model, tokenizer, rows, [g.token_ids for g in theirs], 0.7, adapter_names=names)
+    for o, f in zip(ours, forward):
+        assert o.logps == pytest.approx(f, abs=1e-4)
 
 
 def test_greedy_decoding_loop_equals_generate(two_adapters, tokenizer):

@@ -96,7 +96,7 @@ def film_strip(cfg, inputs: TrainInputs, ctx):
     return FilmStrip(ctx.run_dir, inputs.tokenizer, pick_prompts(list(inputs.eval_prompts), cfg.film_strip_prompts),
                      Referees(inputs.reward_scorer, inputs.gold_scorer), every=cfg.film_strip_every,
                      max_new_tokens=cfg.max_completion_length, temperature=getattr(cfg, "temperature", 0.7),
-                     seed=cfg.seed)
+                     seed=cfg.seed, bf16=cfg.bf16)
 
 
 def _dpo(cfg, inputs: TrainInputs, ctx):

@@ -10,7 +10,7 @@ from peft import get_peft_model
 from alignment.config import make_config
 from alignment.data import fit_to_length, split_pairs
 from alignment.data.flaws import plant_flaw
-from alignment.generation import generate_shared_noise
+from alignment.generation import MergedRolloutModel, generate_shared_noise
 from alignment.models import load_causal_lm, lora_config
 from alignment.report import film_strip_curves, figures
 from alignment.rules import rule_for, rule_scores, score_answer
@@ -33,6 +33,7 @@ class RecordingScorer:
     def score(self, prompts, responses, bf16=False):
         out = torch.tensor([self.offset + len(r) for r in responses], dtype=torch.float32)
         self.calls.append(out)
+        self.bf16 = getattr(self, "bf16", []) + [bf16]
         self.seen = getattr(self, "seen", []) + [(list(prompts), list(responses))]
         return out
 
@@ -99,6 +100,34 @@ def test_film_strip_frame_scores_what_it_sampled(tmp_path, tiny_source, tokenize
     assert strip.maybe_capture(0, policy) is None and strip.maybe_capture(1, policy) is None  # once, every 2 steps
     assert strip.maybe_capture(1, policy, final=True)["step"] == 1
     assert [f["step"] for f in read_film_strip(tmp_path)] == [0, 1]
+    assert proxy.bf16 == gold.bf16 == [False, False]
+
+
+def test_bf16_film_strip_samples_from_the_merged_copy_of_the_current_adapter(tmp_path, tiny_source, tokenizer):
+    cfg = make_config("dpo", **FAST)
+    policy = _policy(tiny_source, tokenizer, cfg)
+    proxy, gold = RecordingScorer(0.0), RecordingScorer(100.0)
+    prompts = pick_prompts(EVAL, 5)
+    strip = FilmStrip(tmp_path, tokenizer, prompts, Referees(proxy, gold), every=1, max_new_tokens=10, seed=3,
+                      bf16=True)
+
+    def merged_answers():  # a fresh bf16 merged copy of the policy as it is now
+        return [g.text for g in generate_shared_noise(MergedRolloutModel(policy).model, tokenizer,
+                                                      [p["prompt"] for p in prompts], None, list(range(len(prompts))),
+                                                      max_new_tokens=10, temperature=0.7, seed=3)]
+
+    before = strip.capture(0, policy)
+    assert [a["response"] for a in before["answers"]] == merged_answers()
+    assert all(abs(a["kl"]) < 1e-4 for a in before["answers"])  # the KL's forwards are the fp32 policy's
+    assert proxy.bf16 == gold.bf16 == [True]  # scored as the trainers score their rollouts
+    torch.manual_seed(1)
+    with torch.no_grad():  # the adapter moves: the strip's copy follows it
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    frame = strip.capture(1, policy)
+    assert [a["response"] for a in frame["answers"]] == merged_answers() != [a["response"] for a in before["answers"]]
+    assert frame["mean"]["kl"] > 0.01
 
 
 def test_ppo_logs_gold_scores_and_film_strip_without_changing_training(tmp_path, tiny_source, tokenizer, train_rows):
@@ -151,11 +180,11 @@ def test_dpo_film_strip_and_report_curves(tmp_path, tiny_source, tokenizer, trai
     assert cfg.bf16
     autocast_in_frames, capture = [], FilmStrip.capture
 
-    def watched_capture(self, step, policy):  # records whether each decoder layer ran under autocast
+    def watched_capture(self, step, policy, rollout=None):  # records whether each decoder layer ran under autocast
         hooks = [layer.register_forward_hook(lambda *a: autocast_in_frames.append(torch.is_autocast_enabled("cpu")))
                  for layer in policy.get_base_model().model.layers]
         try:
-            return capture(self, step, policy)
+            return capture(self, step, policy, rollout)
         finally:
             for h in hooks:
                 h.remove()
@@ -163,7 +192,8 @@ def test_dpo_film_strip_and_report_curves(tmp_path, tiny_source, tokenizer, trai
     monkeypatch.setattr(FilmStrip, "capture", watched_capture)
     proxy, gold = RecordingScorer(0.0), RecordingScorer(10.0)
     ctx = RunContext(tmp_path / "dpo", "dpo", cfg.max_steps)
-    strip = FilmStrip(ctx.run_dir, tokenizer, pick_prompts(EVAL, 4), Referees(proxy, gold), every=2, max_new_tokens=10)
+    strip = FilmStrip(ctx.run_dir, tokenizer, pick_prompts(EVAL, 4), Referees(proxy, gold), every=2, max_new_tokens=10,
+                      bf16=cfg.bf16)  # as alignment.registry.film_strip makes it
     train_dpo(cfg, tiny_source, tokenizer, train_rows, ctx, policy=_policy(tiny_source, tokenizer, cfg),
               film_strip=strip)
     frames = read_film_strip(ctx.run_dir)

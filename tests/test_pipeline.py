@@ -98,13 +98,17 @@ def test_film_strips_and_gold_scores_watch_every_policy(finished_run):
     by the proxy and gold reward models and the rules; PPO and GRPO log the gold score of every rollout; the report
     carries the curves and draws them."""
     out, _, report = finished_run
+    first = {}
     for method in ("dpo", "ppo", "grpo"):
         frames = [json.loads(line) for line in (manager_run(out, method) / "film_strip.jsonl").read_text().splitlines()]
+        first[method] = [(a["response"], a["proxy"], a["kl"]) for a in frames[0]["answers"]]
         assert [f["step"] for f in frames] == [0, 2]
         assert len(frames[0]["answers"]) == 8
         assert all(a["proxy"] is not None and a["gold"] is not None and a["rules"] is not None
                    for f in frames for a in f["answers"])
         assert [p["step"] for p in report["overoptimization"]["curves"][method]] == [0, 2]
+    # frame 0 is the untrained policy, sampled and scored the same way by every trainer
+    assert first["dpo"] == first["ppo"] == first["grpo"]
     for method in ("ppo", "grpo"):
         metrics = [json.loads(line) for line in (manager_run(out, method) / "metrics.jsonl").read_text().splitlines()]
         assert all("gold/scores" in m and "objective/raw_scores" in m for m in metrics)

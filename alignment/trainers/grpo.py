@@ -105,7 +105,8 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
                               processing_class=copy.deepcopy(tokenizer))  # the app's shared tokenizer stays as it is
     # TRL samples through policy.generate: with bf16 a merged copy with Gumbel-max draws (same distribution;
     # log-probs still come from the policy)
-    sample = MergedRolloutModel(policy).generate if cfg.bf16 else policy.generate
+    rollout = MergedRolloutModel(policy) if cfg.bf16 else None
+    sample = rollout.generate if rollout is not None else policy.generate
 
     def generate(*args, **kwargs):
         out = sample(*args, **kwargs)
@@ -115,7 +116,7 @@ def train_grpo(cfg: GRPOConfig, source, tokenizer, train_rows, scorer: RewardSco
     policy.generate = generate
     trainer.add_callback(watch)
     if film_strip is not None and film_strip.enabled:
-        trainer.add_callback(film_strip_callback(film_strip, trainer, ctx))
+        trainer.add_callback(film_strip_callback(film_strip, trainer, ctx, rollout))
     try:
         with lm_head_on_labelled_positions_only(cfg.response_logits_only):
             attach(trainer, ctx, step_phase="sampling").train()

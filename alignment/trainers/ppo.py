@@ -195,7 +195,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
         ctx.should_stop()  # a stop meanwhile skips the steps below
     if film_strip is not None and not ctx.stopped_early and film_strip.wants(0):
         ctx.phase("film strip")
-        film_strip.capture(0, policy)
+        film_strip.capture(0, policy, rollout)
 
     for step in range(1, cfg.max_steps + 1 if not ctx.stopped_early else 1):
         # 1. rollout -------------------------------------------------------------------------------------
@@ -316,7 +316,7 @@ def train_ppo(cfg: PPOConfig, source, tokenizer, train_rows, scorer: RewardScore
             break
         if film_strip is not None and film_strip.wants(step, final=step == cfg.max_steps):
             ctx.phase("film strip")
-            film_strip.capture(step, policy)
+            film_strip.capture(step, policy, rollout)
     first_out = None  # a step stopped after its first forward leaves a graph here
     policy.eval()
     ctx.phase("saving adapter")

@@ -244,10 +244,28 @@ def evaluator_findings(evaluation: dict) -> list[str]:
                      f"interval contains 50% (half-width about {max(wr[e]['half_width'] for e in unsure):.0%} over "
                      f"{r['n_prompts']} prompts x {r['n_samples']} answer{'s' * (r['n_samples'] != 1)}; "
                      + ", ".join(f"{EVALUATOR_LABELS.get(e, e)} ties {wr[e]['ties']} of {wr[e]['n']}" for e in unsure)
-                     + "), so a difference of that size cannot be told from chance: more answers per prompt "
-                       "(--eval-samples) or more prompts narrow it")
+                     + "), so a difference of that size cannot be told from chance: "
+                     + narrowing_text(max((wr[e] for e in unsure), key=lambda r: r["half_width"])))
         lines.append(text + ".")
     return lines
+
+
+def narrowing_text(result: dict) -> str:
+    """What would narrow a win rate's interval, from its variance components (``alignment.stats``): the share of
+    the spread that comes from the prompts, and the projected half-width with twice the answers per prompt and
+    with twice the prompts (the same extra cost each). Without components (one answer per prompt): the advice
+    alone."""
+    from .stats import projected_half_width
+
+    n, m = result["n_prompts"], result["n_samples"]
+    more_answers, more_prompts = projected_half_width(result, n, 2 * m), projected_half_width(result, 2 * n, m)
+    if more_answers is None:
+        return "more answers per prompt (--eval-samples) or more prompts narrow it"
+    between, within = result["var_between_prompts"], result["var_within_prompt"]
+    share = between / (between + within / m) if between + within > 0 else 0.0
+    return (f"{share:.0%} of its spread comes from the prompts and the rest from the answers to each prompt, so "
+            f"{2 * m} answers per prompt (--eval-samples) would narrow it to about {more_answers:.0%} and "
+            f"{2 * n} prompts x {m} answers to about {more_prompts:.0%} (projected from these answers)")
 
 
 def recommendations(methods: dict, evaluation: dict | None) -> list[str]:
@@ -529,7 +547,8 @@ def write_reports(out_dir: Path, setup: dict, methods: dict, evaluation: dict | 
 
     The report also holds ``caveats`` (``budget_caveats``: unequal or unfinished training budgets, and
     ``proxy_caveat`` whenever proxy-RM win rates are shown, ``judge_caveat`` and ``students_caveat`` when those
-    evaluators ran), ``scored_by`` (``scorer_note``), ``evaluators`` (who
+    evaluators ran, and one when evaluation prompts are also training prompts, ``evaluation["eval_prompts_in_training"]``
+    from ``alignment.pipeline.seen_in_training``), ``scored_by`` (``scorer_note``), ``evaluators`` (who
     trained on which evaluator, ``alignment.evaluation.evaluator_info``), ``length_controlled`` (per model: mean
     length and the length-controlled win rate per evaluator next to the raw one) and ``headline_table``
     (``{"columns", "rows"}``, ``headline_rows``), which the app shows.
@@ -565,6 +584,12 @@ def write_reports(out_dir: Path, setup: dict, methods: dict, evaluation: dict | 
         report["caveats"].append(judge_caveat(external["judge"]))
     if "students" in external:
         report["caveats"].append(students_caveat(external["students"]))
+    seen = (evaluation or {}).get("eval_prompts_in_training") or {}
+    if seen.get("count"):
+        report["caveats"].append(
+            f"{seen['count']} of the {seen['of']} evaluation prompts are also training prompts (for example "
+            f"{seen['prompts'][0]!r}): a model may have learnt their answers, so the win rates overstate how it "
+            "answers questions it has not seen. Evaluate on prompts outside the training data.")
     flaw = (method_report.get("reward") or {}).get("reward_flaw")
     if flaw:
         report["caveats"].append(

@@ -92,7 +92,9 @@ def paired_bootstrap_win_rate(model_scores, base_scores, same_answer=None, tol: 
     Returns:
         ``{"win_rate", "ci_low", "ci_high", "half_width", "n", "n_prompts", "n_samples", "n_excluded", "wins",
         "ties", "losses", "tie_rule", "level"}``: ``n`` = compared answer pairs (n_prompts x n_samples), counts over
-        those pairs; rates in [0, 1].
+        those pairs; rates in [0, 1]. With at least 2 prompts and 2 samples each, also ``"var_between_prompts"`` and
+        ``"var_within_prompt"`` (``variance_components`` of the outcomes), from which ``projected_half_width``
+        tells what more prompts or more samples would give.
 
     Raises:
         ValueError: shapes differ, or no prompt is left to compare.
@@ -112,7 +114,42 @@ def paired_bootstrap_win_rate(model_scores, base_scores, same_answer=None, tol: 
             "n": int(outcomes.size), "n_prompts": int(outcomes.shape[0]), "n_samples": int(outcomes.shape[1]),
             "n_excluded": int((~keep).sum()), "wins": int((outcomes == 1).sum()), "ties": int((outcomes == 0.5).sum()),
             "losses": int((outcomes == 0).sum()), "level": level,
-            "tie_rule": f"identical answer, or {score_name} scores within {tol:g}"}
+            "tie_rule": f"identical answer, or {score_name} scores within {tol:g}", **variance_components(outcomes)}
+
+
+def variance_components(outcomes) -> dict:
+    """Where the spread of paired outcomes comes from: between prompts (some prompts are won by every sample) and
+    within a prompt (the samples of one prompt disagree).
+
+    One-way random-effects model o_ij = mu + a_i + e_ij, its two variances estimated by the method of moments
+    (Searle, Casella & McCulloch 1992, *Variance Components*, Sec. 3.5): within = the mean over prompts of the
+    samples' variance (ddof 1); between = Var_i(prompt mean) (ddof 1) - within / m, floored at 0. The variance of
+    the win rate over n prompts x m samples is then (between + within / m) / n.
+
+    Shapes: ``outcomes (n_prompts, n_samples)`` (no NaN) -> ``{"var_between_prompts", "var_within_prompt"}``
+    (outcome units squared), or ``{}`` with fewer than 2 prompts or 2 samples.
+    """
+    o = np.asarray(outcomes, dtype=float)
+    if o.ndim != 2 or o.shape[0] < 2 or o.shape[1] < 2:
+        return {}
+    within = float(o.var(axis=1, ddof=1).mean())
+    between = max(0.0, float(o.mean(axis=1).var(ddof=1)) - within / o.shape[1])
+    return {"var_between_prompts": between, "var_within_prompt": within}
+
+
+def projected_half_width(result: dict, n_prompts: int, n_samples: int) -> float | None:
+    """The half-width a win rate's interval would have with ``n_prompts`` x ``n_samples`` answer pairs, projected
+    from this one's (``paired_bootstrap_win_rate``'s result) by its variance components: the measured half-width
+    times sqrt(V(n, m) / V(n0, m0)), V(n, m) = (between + within / m) / n. An estimate: it assumes new prompts and
+    samples vary as these did. None without the components (fewer than 2 prompts or 2 samples).
+    """
+    if "var_within_prompt" not in result:
+        return None
+    between, within = result["var_between_prompts"], result["var_within_prompt"]
+    now = (between + within / result["n_samples"]) / result["n_prompts"]
+    if now <= 0:
+        return 0.0
+    return float(result["half_width"] * np.sqrt((between + within / n_samples) / n_prompts / now))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

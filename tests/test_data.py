@@ -30,6 +30,15 @@ def test_eval_prompts_cover_course_prompts():
     assert len({p["category"] for p in prompts}) >= 5
 
 
+def test_no_evaluation_prompt_is_a_training_prompt(builtin_rows):
+    """A model is judged on questions it was not trained on: the built-in evaluation prompts and the built-in
+    preference pairs share no prompt (the course's three prompts are evaluation prompts, so they are not trained)."""
+    from alignment.pipeline import seen_in_training
+
+    assert seen_in_training(load_eval_prompts(), builtin_rows)["count"] == 0
+    assert seen_in_training([{"prompt": "How do I boil an egg?"}], builtin_rows)["count"] == 1  # a training prompt
+
+
 def test_real_hh_rlhf_file(hh_path):
     rows, report = load_preference_dataset(str(hh_path))
     assert report.format == "hh-rlhf"

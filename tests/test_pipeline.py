@@ -40,6 +40,7 @@ def test_report_files_and_schema(finished_run):
     assert rep["setup"]["model"]["source"] == "tiny"
     assert rep["recommendations"] and all(isinstance(r, str) for r in rep["recommendations"])
     assert set(ev["models"]) == {"base", "dpo", "ppo", "grpo"}
+    assert ev["eval_prompts_in_training"] == {"count": 0, "of": 10, "prompts": []}  # built-in: disjoint
     for name, model in ev["models"].items():
         assert len(model["samples"]) == 10
         s = model["summary"]

@@ -171,6 +171,26 @@ def test_caveats_always_name_the_proxy_evaluators_bias(tmp_path):
     assert "Caveats" in shown and "preference pairs DPO learned from" in shown and "**proxy RM**" in shown
 
 
+def test_evaluation_prompts_seen_in_training_are_a_caveat(tmp_path):
+    from alignment.pipeline import seen_in_training
+
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Name a color."}]
+    train = [{"prompt": [{"role": "user", "content": "What is 2 plus 2?"}]},  # as the loaders store a plain prompt
+             {"prompt": chat}]
+    prompts = [{"prompt": " What is 2 plus 2? "}, {"prompt": "Name a color."}, {"prompt": [dict(m) for m in chat]}]
+    seen = seen_in_training(prompts, train)
+    assert (seen["count"], seen["of"], seen["prompts"][0]) == (2, 3, "What is 2 plus 2?")
+    assert seen_in_training(prompts[1:2], train)["count"] == 0  # the last turn alone is another prompt
+    evaluation = _evaluation({"base": [0.0, 0.2], "dpo": [0.0, 0.1]})
+    plain = write_reports(tmp_path, {"model": {}}, {"dpo": _run("completed", 30, 30)}, evaluation)["caveats"]
+    assert not any("training prompts" in c for c in plain)
+    evaluation["eval_prompts_in_training"] = seen
+    caveats = write_reports(tmp_path, {"model": {}}, {"dpo": _run("completed", 30, 30)}, evaluation)["caveats"]
+    assert caveats[:-1] == plain
+    assert caveats[-1].startswith("2 of the 3 evaluation prompts are also training prompts (for example 'What is 2")
+
+
 def test_reports_written_before_evaluators_still_read():
     """A report from before the evaluators (one flat win rate per model) shows it as the proxy RM's."""
     flat = {"win_rate": 0.6, "ci_low": 0.4, "ci_high": 0.8, "n": 30, "wins": 15, "ties": 6, "losses": 9,
@@ -411,7 +431,14 @@ def test_findings_say_why_an_independent_evaluator_is_inconclusive():
     dpo, ppo = evaluator_findings({"models": models})
     assert "inconclusive by the gold RM" in dpo and "half-width about 9%" in dpo and "30 prompts x 4 answers" in dpo
     assert "gold RM ties 17 of 120" in dpo
+    assert "more answers per prompt (--eval-samples) or more prompts narrow it" in dpo  # no components given
     assert "inconclusive" not in ppo
+    # with the variance components: how much of the spread is the prompts', and what doubling either would give
+    models["dpo"]["summary"]["win_rate_vs_base"]["gold_rm"].update(var_between_prompts=0.04, var_within_prompt=0.2)
+    dpo = evaluator_findings({"models": models})[0]
+    assert "44% of its spread comes from the prompts" in dpo  # 0.04 / (0.04 + 0.2 / 4)
+    assert "8 answers per prompt (--eval-samples) would narrow it to about 8%" in dpo  # 9% x sqrt(0.065 / 0.09)
+    assert "60 prompts x 4 answers to about 6%" in dpo  # 9% / sqrt(2)
 
 
 def test_findings_name_the_proxy_gold_gap_of_a_model_trained_on_the_proxy():

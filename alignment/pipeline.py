@@ -177,23 +177,10 @@ def evaluate_runs(session, data: dict, policies: dict[str, str | Path], reward_s
     evaluation = evaluate_models(policy, session.tokenizer, reward_scorer, data["eval_prompts"], ["base", *names],
                                  decoding, progress=step, samples_per_prompt=samples_per_prompt,
                                  gold_scorer=gold_scorer)
+    from .data import seen_in_training
+
     evaluation["eval_prompts_in_training"] = seen_in_training(data["eval_prompts"], data.get("train") or [])
     return evaluation
-
-
-def seen_in_training(eval_prompts: list[dict], train_rows: list[dict]) -> dict:
-    """The evaluation prompts that are also training prompts (the same text, or the same conversation; a
-    conversation of one user turn is that turn's text, as the loaders store a plain prompt), which a model may have
-    learnt the answers to: ``{"count", "of", "prompts"}`` (the first 5 such prompts, as text)."""
-    def key(prompt) -> str:
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], dict) \
-                and prompt[0].get("role") == "user" and isinstance(prompt[0].get("content"), str):
-            prompt = prompt[0]["content"]
-        return prompt.strip() if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
-
-    trained = {key(r["prompt"]) for r in train_rows}
-    seen = [row["prompt"] for row in eval_prompts if key(row["prompt"]) in trained]
-    return {"count": len(seen), "of": len(eval_prompts), "prompts": [key(p) for p in seen[:5]]}
 
 
 def report_setup(session, data: dict | None, dataset_source: str, runs: dict[str, dict]) -> dict:

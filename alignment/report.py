@@ -265,7 +265,8 @@ def narrowing_text(result: dict) -> str:
     share = between / (between + within / m) if between + within > 0 else 0.0
     return (f"{share:.0%} of its spread comes from the prompts and the rest from the answers to each prompt, so "
             f"{2 * m} answers per prompt (--eval-samples) would narrow it to about {more_answers:.0%} and "
-            f"{2 * n} prompts x {m} answers to about {more_prompts:.0%} (projected from these answers)")
+            f"{2 * n} prompts x {m} answers (--eval-prompts) to about {more_prompts:.0%} (projected from these "
+            "answers)")
 
 
 def recommendations(methods: dict, evaluation: dict | None) -> list[str]:
@@ -548,7 +549,7 @@ def write_reports(out_dir: Path, setup: dict, methods: dict, evaluation: dict | 
     The report also holds ``caveats`` (``budget_caveats``: unequal or unfinished training budgets, and
     ``proxy_caveat`` whenever proxy-RM win rates are shown, ``judge_caveat`` and ``students_caveat`` when those
     evaluators ran, and one when evaluation prompts are also training prompts, ``evaluation["eval_prompts_in_training"]``
-    from ``alignment.pipeline.seen_in_training``), ``scored_by`` (``scorer_note``), ``evaluators`` (who
+    from ``alignment.data.seen_in_training``), ``scored_by`` (``scorer_note``), ``evaluators`` (who
     trained on which evaluator, ``alignment.evaluation.evaluator_info``), ``length_controlled`` (per model: mean
     length and the length-controlled win rate per evaluator next to the raw one) and ``headline_table``
     (``{"columns", "rows"}``, ``headline_rows``), which the app shows.

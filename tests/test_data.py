@@ -33,7 +33,7 @@ def test_eval_prompts_cover_course_prompts():
 def test_no_evaluation_prompt_is_a_training_prompt(builtin_rows):
     """A model is judged on questions it was not trained on: the built-in evaluation prompts and the built-in
     preference pairs share no prompt (the course's three prompts are evaluation prompts, so they are not trained)."""
-    from alignment.pipeline import seen_in_training
+    from alignment.data import seen_in_training
 
     assert seen_in_training(load_eval_prompts(), builtin_rows)["count"] == 0
     assert seen_in_training([{"prompt": "How do I boil an egg?"}], builtin_rows)["count"] == 1  # a training prompt

@@ -172,7 +172,7 @@ def test_caveats_always_name_the_proxy_evaluators_bias(tmp_path):
 
 
 def test_evaluation_prompts_seen_in_training_are_a_caveat(tmp_path):
-    from alignment.pipeline import seen_in_training
+    from alignment.data import seen_in_training
 
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
             {"role": "user", "content": "Name a color."}]
@@ -438,7 +438,7 @@ def test_findings_say_why_an_independent_evaluator_is_inconclusive():
     dpo = evaluator_findings({"models": models})[0]
     assert "44% of its spread comes from the prompts" in dpo  # 0.04 / (0.04 + 0.2 / 4)
     assert "8 answers per prompt (--eval-samples) would narrow it to about 8%" in dpo  # 9% x sqrt(0.065 / 0.09)
-    assert "60 prompts x 4 answers to about 6%" in dpo  # 9% / sqrt(2)
+    assert "60 prompts x 4 answers (--eval-prompts) to about 6%" in dpo  # 9% / sqrt(2)
 
 
 def test_findings_name_the_proxy_gold_gap_of_a_model_trained_on_the_proxy():

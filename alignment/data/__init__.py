@@ -18,8 +18,8 @@ from .sources import (BUILTIN, DataFolder, DisallowedSource, data_folders, displ
 __all__ = [
     "BUILTIN", "BadRow", "DATA_DIR", "DataFolder", "DisallowedSource", "LoadReport", "annotations_to_pairs",
     "data_folders", "dataset_statistics", "display_path", "fit_to_length", "hub_allowed", "load_eval_prompts",
-    "load_preference_dataset", "redact_paths", "resolve_dataset_source", "skip_summary", "split_pairs",
-    "to_trl_preference", "write_builtin",
+    "load_preference_dataset", "redact_paths", "resolve_dataset_source", "seen_in_training", "skip_summary",
+    "split_pairs", "to_trl_preference", "write_builtin",
 ]
 
 
@@ -185,3 +185,19 @@ def load_eval_prompts(path: str | Path | None = None) -> list[dict]:
         raise ValueError(f"{path}: expected a list of {{'category', 'prompt'}} objects")
     return [{"category": r.get("category", "general"), "prompt": r["prompt"],
              **({"rule": r["rule"]} if isinstance(r.get("rule"), dict) else {})} for r in records]
+
+
+def seen_in_training(eval_prompts: list[dict], train_rows: list[dict]) -> dict:
+    """The evaluation prompts that are also training prompts (the same text, or the same conversation; a
+    conversation of one user turn is that turn's text, as the loaders store a plain prompt), which a model may have
+    learnt the answers to: ``{"count", "of", "prompts"}`` (the first 5 such prompts, as text)."""
+    def key(prompt) -> str:
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], dict) \
+                and prompt[0].get("role") == "user" and isinstance(prompt[0].get("content"), str):
+            prompt = prompt[0]["content"]
+        return prompt.strip() if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+    trained = {key(r["prompt"]) for r in train_rows}
+    seen = [row["prompt"] for row in eval_prompts if key(row["prompt"]) in trained]
+    return {"count": len(seen), "of": len(eval_prompts), "prompts": [key(p) for p in seen[:5]]}
+

@@ -15,6 +15,7 @@ All JSON is strict (NaN/inf become null).
 
 from __future__ import annotations
 
+import textwrap
 import time
 from pathlib import Path
 
@@ -589,7 +590,7 @@ def write_reports(out_dir: Path, setup: dict, methods: dict, evaluation: dict | 
     if seen.get("count"):
         report["caveats"].append(
             f"{seen['count']} of the {seen['of']} evaluation prompts are also training prompts (for example "
-            f"{seen['prompts'][0]!r}): a model may have learnt their answers, so the win rates overstate how it "
+            f"{textwrap.shorten(seen['prompts'][0], 80)!r}): a model may have learnt their answers, so the win rates overstate how it "
             "answers questions it has not seen. Evaluate on prompts outside the training data.")
     flaw = (method_report.get("reward") or {}).get("reward_flaw")
     if flaw:

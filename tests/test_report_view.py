@@ -189,6 +189,8 @@ def test_evaluation_prompts_seen_in_training_are_a_caveat(tmp_path):
     caveats = write_reports(tmp_path, {"model": {}}, {"dpo": _run("completed", 30, 30)}, evaluation)["caveats"]
     assert caveats[:-1] == plain
     assert caveats[-1].startswith("2 of the 3 evaluation prompts are also training prompts (for example 'What is 2")
+    evaluation["eval_prompts_in_training"] = dict(seen, prompts=["word " * 500])  # a long conversation stays short
+    assert len(write_reports(tmp_path, {"model": {}}, {"dpo": _run("completed", 30, 30)}, evaluation)["caveats"][-1]) < 400
 
 
 def test_reports_written_before_evaluators_still_read():

@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/eval_time.py --output-dir /tmp/preset4            # 4 answers per prompt
     .venv/bin/python benchmarks/eval_time.py --output-dir /tmp/preset4 --eval-samples 1
+    .venv/bin/python benchmarks/eval_time.py --output-dir /tmp/preset4 --eval-prompts data/eval_prompts_60.json
 
 The folder must hold a finished ``class7_1.py`` run (``class/runs/...``). Runs
 ``AlignmentComparisonManager.evaluate_alignment_methods`` (no LLM judge, no votes) and prints the seconds of
@@ -28,8 +29,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", required=True, help="a folder with a finished class7_1.py run")
     parser.add_argument("--eval-samples", type=int, default=4)
+    parser.add_argument("--eval-prompts", help="an evaluation prompt file (default data/eval_prompts.json)")
     args = parser.parse_args()
-    manager = AlignmentComparisonManager(output_dir=args.output_dir, eval_samples=args.eval_samples)
+    manager = AlignmentComparisonManager(output_dir=args.output_dir, eval_samples=args.eval_samples,
+                                         eval_prompts=args.eval_prompts)
     starts: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -42,7 +45,8 @@ def main() -> None:
     print(f"CPU: {cpuinfo_field('model name')}, {os.cpu_count()} cores, bf16 features: {', '.join(cpu_features())}")
     for (phase, start), (_, end) in zip(marks, marks[1:]):
         print(f"{phase:<28} {end - start:6.1f} s")
-    print(f"{'total':<28} {total:6.1f} s  ({args.eval_samples} answers per prompt)")
+    n_prompts = len(manager.datasets["eval_prompts"])
+    print(f"{'total':<28} {total:6.1f} s  ({n_prompts} prompts x {args.eval_samples} answers)")
     for name, model in evaluation["models"].items():
         for evaluator, w in model["summary"].get("win_rate_vs_base", {}).items():
             print(f"{name:>6} by {evaluator:<9} {100 * w['win_rate']:5.1f}% [{100 * w['ci_low']:.0f}-"

@@ -34,8 +34,11 @@ def test_no_evaluation_prompt_is_a_training_prompt(builtin_rows):
     """A model is judged on questions it was not trained on: the built-in evaluation prompts and the built-in
     preference pairs share no prompt (the course's three prompts are evaluation prompts, so they are not trained)."""
     from alignment.data import seen_in_training
+    from alignment.data.builtin import EVAL_PROMPTS_60_FILE
 
     assert seen_in_training(load_eval_prompts(), builtin_rows)["count"] == 0
+    assert seen_in_training(load_eval_prompts(EVAL_PROMPTS_60_FILE), builtin_rows) == {"count": 0, "of": 60,
+                                                                                       "prompts": []}
     assert seen_in_training([{"prompt": "How do I boil an egg?"}], builtin_rows)["count"] == 1  # a training prompt
 
 

@@ -70,6 +70,9 @@ def parse_args(argv=None):
     p.add_argument("--eval-samples", type=int, default=1,
                    help="answers per evaluation prompt in the Report tab (default 1: a report holds the shared model "
                         "for about 40 s here, 4 about 2 minutes; the class report of `make run` uses 4)")
+    p.add_argument("--eval-prompts", default=None, metavar="FILE",
+                   help="the Report tab's evaluation prompts (default data/eval_prompts.json, 30 prompts; "
+                        "data/eval_prompts_60.json has 30 more: narrower intervals, twice the time)")
     p.add_argument("--workers", type=int, default=None,
                    help="training jobs that run at once, each in its own process (default: 1 on a CPU, one per GPU)")
     p.add_argument("--ray-address", default=os.environ.get("CLASS7_RAY_ADDRESS"), metavar="ADDRESS",
@@ -116,7 +119,8 @@ def build(args, auth=None):
                                          ray_address=getattr(args, "ray_address", None),
                                          ray_num_cpus=getattr(args, "ray_cpus_per_job", 2),
                                          ray_num_gpus=getattr(args, "ray_gpus_per_job", 0),
-                                         eval_samples=getattr(args, "eval_samples", 1))
+                                         eval_samples=getattr(args, "eval_samples", 1),
+                                         eval_prompts=getattr(args, "eval_prompts", None))
     manager.setup_models()
     manager.load_preference_datasets()
     manager.pool.model()  # load once now, so the first click is not slow

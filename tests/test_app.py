@@ -156,6 +156,18 @@ def test_app_command_line_parses_logins():
     assert (args.preset, args.port, args.auth) == ("quick", 8080, "t:s")
 
 
+def test_app_evaluates_the_prompt_file_it_is_given(tmp_path):
+    import app
+    from alignment.data.builtin import EVAL_PROMPTS_60_FILE
+
+    args = app.parse_args(["--model", "tiny", "--output-dir", str(tmp_path), "--eval-prompts",
+                           str(EVAL_PROMPTS_60_FILE)])
+    manager, demo = app.build(args)
+    assert len(manager.datasets["eval_prompts"]) == 60
+    assert len(app.build(app.parse_args(["--model", "tiny", "--output-dir", str(tmp_path)]))[0]
+               .datasets["eval_prompts"]) == 30
+
+
 def test_a_generating_request_does_not_hold_up_other_students(served_app, client, monkeypatch):
     """One student's item with generated answers (here made to take 6 s) must not delay another student's
     dataset item, annotation, stats or status poll (with one worker per event it waited for the generation)."""

@@ -117,7 +117,8 @@ class MergedRolloutModel:
     a bf16 merged copy halves the bytes read and removes the LoRA overhead (about 2.5x fewer seconds per
     decoded token than the fp32 PeftModel on a 2-core CPU). ``sync()`` rewrites the adapted weights,
     W = W_base + (alpha / r) B A (Hu et al. 2021, Eq. 3), from the current adapter; call it before each
-    rollout. Only sampling uses the copy: log-probs for the losses come from the training model itself.
+    rollout. Only sampling uses the copy (the rollouts, and the film strips' frames with ``bf16``): log-probs for
+    the losses and the frames' KL come from the training model itself.
 
     Memory: one extra copy of the weights in ``dtype``.
     """

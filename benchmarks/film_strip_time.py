@@ -7,8 +7,8 @@ Usage::
 
 The folder must hold a finished ``class7_1.py`` run (``class/runs/ppo`` and ``class/runs/reward``). Each part runs
 ``--repeats`` times after one warm-up and the fastest run is reported (as ``timeit`` does), fp32 and bf16
-alternating; the script also says how many of the 8 answers the two precisions share. Run it with nothing else
-on the machine.
+alternating; the script also says how many of the 8 answers the two precisions share. The frames it takes go to
+``<output-dir>/film_strip_time/film_strip.jsonl``. Run it with nothing else on the machine.
 """
 
 import argparse

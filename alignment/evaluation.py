@@ -39,9 +39,9 @@ EVALUATORS = ("proxy_rm", "gold_rm", "rules")
 # units: decoded token steps (every batch decodes up to max_new_tokens), log-ratio batches, scoring batches.
 PHASES = ("generating answers", "KL to base", "scoring")
 # Share of the whole evaluation's wall time per step, loading included (the progress bar's fractions), from the
-# classroom preset on the 2-core CPU with 4 answers per prompt (benchmarks/eval_time.py): 116 s, of which
-# generating 58 s, the KL's base forward 17 s, scoring by both reward models 38 s, loading a few seconds.
-PROGRESS_SHARE = {"loading models": 0.03, PHASES[0]: 0.5, PHASES[1]: 0.15, PHASES[2]: 0.32}
+# classroom preset on the 2-core CPU with 4 answers per prompt (benchmarks/eval_time.py): 91 s, of which
+# generating 50 s, the KL's base forward 21 s, scoring by both reward models in bf16 18 s, loading 2 s.
+PROGRESS_SHARE = {"loading models": 0.02, PHASES[0]: 0.56, PHASES[1]: 0.22, PHASES[2]: 0.2}
 
 
 @dataclass
@@ -301,7 +301,8 @@ def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[
         evaluators: optional names among ``EVALUATORS`` to compute win rates for (default: every available one).
 
     Returns:
-        ``{"decoding", "samples_per_prompt", "evaluators": evaluator_info(...), "models": {name: {"summary",
+        ``{"decoding", "samples_per_prompt", "evaluators": evaluator_info(...) (with each reward model's scoring
+        ``precision``), "models": {name: {"summary",
         "samples"}}}``. ``samples``: one record per (sample, prompt), sample-major. ``summary``: mean reward, KL with
         ``kl_ci_low``/``kl_ci_high`` (nats/answer), length, EOS rate, ``mean_score`` and ``per_category_mean_score``
         per evaluator; for aligned models ``win_rate_vs_base`` and ``lc_win_rate_vs_base``, each
@@ -337,10 +338,12 @@ def evaluate_models(policy, tokenizer, scorer: RewardScorer, eval_prompts: list[
     for name, res in results.items():
         res["summary"] = _summary(name, res["samples"], scores, answered, chosen, n, k, decoding.seed)
     torch.manual_seed(decoding.seed)
-    return {"decoding": asdict(decoding), "samples_per_prompt": k,
-            "evaluators": evaluator_info(model_names, "gold_rm" in chosen,
-                                         (sum(has_rule), n - sum(has_rule)) if "rules" in chosen else None),
-            "models": results}
+    info = evaluator_info(model_names, "gold_rm" in chosen,
+                          (sum(has_rule), n - sum(has_rule)) if "rules" in chosen else None)
+    for key, sc in (("proxy_rm", scorer), ("gold_rm", gold_scorer)):
+        if key in info:  # RewardScorer.bf16: the precision it was trained in
+            info[key]["precision"] = "bf16 autocast" if getattr(sc, "bf16", False) else "fp32"
+    return {"decoding": asdict(decoding), "samples_per_prompt": k, "evaluators": info, "models": results}
 
 
 def _summary(name: str, samples: list[dict], scores: dict, answered: dict, chosen: list[str], n: int, k: int,

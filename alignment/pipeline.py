@@ -19,7 +19,8 @@ from .trainers.common import RunContext, write_json
 logger = logging.getLogger("class7")
 
 def load_reward_scorer(session, adapter: str | Path):
-    """The reward model of a run's ``adapter`` directory as a ``RewardScorer``.
+    """The reward model of a run's ``adapter`` directory as a ``RewardScorer``, scoring by default in the precision
+    it was trained in (its run's ``bf16``: bfloat16 autocast) with the length budget it was trained with.
 
     Raises:
         RuntimeError: no trained adapter there (the message says to train the reward model first).
@@ -37,7 +38,8 @@ def load_reward_scorer(session, adapter: str | Path):
     # the length budget it was trained with (its run's config.json: the gold model's is its reward run's)
     saved = trained_config(adapter.parent) or trained_config(adapter.parent.parent) or session.configs["reward"].to_dict()
     return RewardScorer(PeftModel.from_pretrained(base, str(adapter)).eval(), session.tokenizer,
-                        max_length=saved["max_prompt_length"] + saved["max_completion_length"] + 16)
+                        max_length=saved["max_prompt_length"] + saved["max_completion_length"] + 16,
+                        bf16=bool(saved.get("bf16", False)))
 
 
 def gold_adapter(reward_adapter: str | Path | None) -> Path | None:

@@ -69,6 +69,9 @@ def test_the_gold_reward_model_learns_from_the_other_half(finished_run):
     assert (manager_run(out, "reward") / "gold" / "adapter" / "adapter_config.json").is_file()
     ev = _strict_load(out / "class" / "evaluation_results.json")
     assert ev["evaluators"]["gold_rm"]["trained"] == [] and set(ev["evaluators"]["proxy_rm"]["trained"]) == {"ppo", "grpo"}
+    # both reward models score in the precision their reward run trained in
+    precision = "bf16 autocast" if manager.session.configs["reward"].bf16 else "fp32"
+    assert ev["evaluators"]["proxy_rm"]["precision"] == ev["evaluators"]["gold_rm"]["precision"] == precision
     for name in ("dpo", "ppo", "grpo"):
         wr = ev["models"][name]["summary"]["win_rate_vs_base"]
         assert {"proxy_rm", "gold_rm", "rules"} <= set(wr)
@@ -223,3 +226,4 @@ def test_the_reward_model_may_have_its_own_length_budget(tmp_path, monkeypatch):
     assert shared <= 8 < longest <= 128  # the policies' pairs are cut at 8 tokens, the reward model's are not
     scorer = load_reward_scorer(manager.session, Path(result["adapter"]))
     assert scorer.max_length == 64 + 128 + 16
+    assert scorer.bf16 is manager.session.configs["reward"].bf16 is True  # scores as it was trained: bf16 autocast

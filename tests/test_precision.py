@@ -114,7 +114,8 @@ def test_lm_head_on_labelled_positions_gives_the_same_dpo_step(tmp_path, tiny_so
 
 
 def test_bf16_reward_scores_match_fp32(tiny_source, tokenizer, builtin_rows):
-    # PPO and GRPO score their training rewards under bf16 autocast; the evaluation keeps fp32.
+    # PPO and GRPO score their training rewards under bf16 autocast, and so do the evaluation and Compare when the
+    # reward run trained in bf16 (RewardScorer.bf16).
     torch.manual_seed(0)
     model = load_sequence_classifier(tiny_source, tokenizer, seed=0)
     torch.nn.init.normal_(model.score.weight, std=0.5)  # scores of order 1, like a trained reward model's
@@ -125,6 +126,11 @@ def test_bf16_reward_scores_match_fp32(tiny_source, tokenizer, builtin_rows):
     assert fp32.abs().mean() > 0.1
     assert (bf16 - fp32).abs().max() < 0.03 * fp32.abs().max()
     assert not torch.equal(bf16, fp32)  # the flag does change the precision
+    # a scorer made with bf16=True (a reward run trained in bf16) scores in bf16 unless told otherwise
+    scorer.bf16 = True
+    assert torch.equal(scorer.score(prompts, responses), bf16)
+    assert torch.equal(scorer.score(prompts, responses, bf16=False), fp32)
+    assert scorer(prompts, responses) == bf16.tolist()
 
 
 def test_reward_scorer_with_shared_prompts_matches_whole_conversations(tiny_source, tokenizer):

@@ -169,6 +169,9 @@ def test_caveats_always_name_the_proxy_evaluators_bias(tmp_path):
     from ui.report_tab import _status_text
     shown = _status_text(json.loads((tmp_path / "alignment_comparison_report.json").read_text()))
     assert "Caveats" in shown and "preference pairs DPO learned from" in shown and "**proxy RM**" in shown
+    dpo_only["evaluators"]["proxy_rm"]["precision"] = "bf16 autocast"  # the scoring precision is shown
+    shown = _status_text(write_reports(tmp_path, {"model": {}}, {"dpo": _run("completed", 30, 30)}, dpo_only))
+    assert "scores in bf16 autocast)" in shown
 
 
 def test_evaluation_prompts_seen_in_training_are_a_caveat(tmp_path):

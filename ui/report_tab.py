@@ -47,8 +47,10 @@ def _evaluators_text(evaluators: dict) -> str:
     lines = []
     for name, info in evaluators.items():
         trained = ", ".join(m.upper() for m in info.get("trained") or [])
+        precision = f"; scores in {md_escape(info['precision'])}" if info.get("precision") else ""
         lines.append(f"- **{md_escape(EVALUATOR_LABELS.get(name, name))}**: {md_escape(info.get('description', ''))}"
-                     + (f" (trained on it: {trained})" if trained else " (no evaluated method was trained on it)"))
+                     + (f" (trained on it: {trained}{precision})" if trained
+                        else f" (no evaluated method was trained on it{precision})"))
     return ("**Win rates vs base by evaluator** (ties count half; LC = length-controlled: the win rate at equal "
             "answer length)\n" + "\n".join(lines))
 

@@ -139,8 +139,8 @@ def main(argv=None) -> int:
     manager, demo = build(args, auth)
     # With a login: failed logins limited per user and address, /gradio_api/cancel and /reset need a login
     # (ui/login_guard.py). Without one, just auth=None.
+    # No allowed_paths: Gradio would serve every file under them to anyone logged in (ui.common.downloadable)
     demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share,
-                                                   allowed_paths=[str(manager.output_dir.resolve())],
                                                    **guarded_launch_kwargs(auth), **LAUNCH_KWARGS)
     return 0
 

@@ -63,7 +63,6 @@ def launch_app(output_dir, launch_kwargs=None, **manager_kwargs):
     manager = AlignmentComparisonManager("tiny", output_dir=output_dir, preset="quick", **manager_kwargs)
     demo = create_app(manager)
     demo.queue(default_concurrency_limit=1).launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
-                                                   allowed_paths=[str(output_dir)],
                                                    **{**LAUNCH_KWARGS, **(launch_kwargs or {})})
     return manager, demo, demo.local_url
 

@@ -216,3 +216,44 @@ def test_only_the_owner_or_the_teacher_stops_a_training(auth_app, ana, ben):
     finally:
         for j in manager.queue.jobs(None):
             manager.queue.cancel(j["id"])
+
+
+def test_no_student_reads_another_students_files_by_path(auth_app, ana, ben):
+    """Gradio serves every file under ``launch(allowed_paths=...)`` to anyone logged in; the app names none, so
+    ben cannot fetch ana's report (or anything in the output folder) with ``/gradio_api/file=<path>``. What an event
+    hands out is a copy in a folder of its own (``ui.common.downloadable``), cached by Gradio under a hashed name."""
+    import httpx
+
+    from ui.common import DOWNLOAD_DIR
+
+    manager, url = auth_app
+    secret = manager.report_dir("ana") / "final_summary.json"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text('{"ana": "private"}')
+    for path in (secret, manager.output_dir / "collected_annotations.json"):
+        if path.is_file():
+            reply = httpx.get(f"{url}gradio_api/file={path.resolve()}", cookies=ben.cookies)
+            assert reply.status_code == 403, (path, reply.status_code)
+    # ana's own download still works: the event returns copies with their names, outside the output folder
+    export, _ = ana.predict(api_name="/export_annotations")
+    assert export.endswith("/annotations_trl.jsonl")
+    copy = max(DOWNLOAD_DIR.rglob("annotations_trl.jsonl"), key=lambda p: p.stat().st_mtime)
+    assert copy.read_bytes() == open(export, "rb").read()
+
+
+def test_download_copies_keep_their_names_and_old_copies_go(tmp_path, monkeypatch):
+    import os
+
+    import ui.common as common
+
+    monkeypatch.setattr(common, "DOWNLOAD_DIR", tmp_path / "downloads")
+    src = tmp_path / "final_summary.json"
+    src.write_text('{"x": 1}')
+    first = common.downloadable([src])
+    stale = common.DOWNLOAD_DIR / "stale"
+    stale.mkdir()
+    os.utime(stale, (0, 0))  # older than DOWNLOAD_TTL_S
+    second = common.downloadable([src])
+    assert [p.rsplit("/", 1)[1] for p in first + second] == ["final_summary.json"] * 2
+    assert first != second and all(open(p).read() == '{"x": 1}' for p in first + second)  # one folder per call
+    assert not stale.exists() and os.path.exists(first[0])  # only copies older than the TTL are removed

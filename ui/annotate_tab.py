@@ -19,7 +19,7 @@ import gradio as gr
 
 from alignment.annotations import StoreBusy, render_prompt
 
-from .common import FREE, error_text, identity, login, md_escape
+from .common import FREE, downloadable, error_text, identity, login, md_escape
 
 MAX_K = 6
 CHOICES = [("A is better", "A", "ann-a"), ("B is better", "B", "ann-b"), ("Tie", "tie", "ann-tie"),
@@ -212,7 +212,7 @@ def create_annotate_tab(manager) -> dict:
 
     def do_export():
         path, n = manager.export_annotations()
-        return str(path), f"Exported {n} chosen/rejected pairs to `{path}`."
+        return downloadable([path])[0], f"Exported {n} chosen/rejected pairs to `{path}`."
 
     def use_as_dataset(request: gr.Request):
         try:

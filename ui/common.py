@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import html
 import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import gradio as gr
 
@@ -31,6 +35,36 @@ def md_escape(text) -> str:
 FREE = {"concurrency_limit": None}
 MODEL = {"concurrency_id": "model", "concurrency_limit": 16}
 REPORT = {"concurrency_id": "report", "concurrency_limit": 1}
+
+
+# Where ``downloadable`` puts the copies it hands to Gradio; a copy older than DOWNLOAD_TTL_S seconds is removed.
+DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "class7-downloads"
+DOWNLOAD_TTL_S = 3600
+
+
+def downloadable(paths) -> list[str]:
+    """Copies of ``paths`` (files a student may download: their report, the exported pairs) in a fresh folder of
+    their own under ``DOWNLOAD_DIR``, same file names, for a ``gr.File`` output.
+
+    The app serves no folder of the server (no ``allowed_paths``): Gradio's ``/gradio_api/file=`` route would
+    serve any file under one to anyone logged in, another student's runs included. A file an event returns is
+    copied into Gradio's cache under a hashed name, but only from the working directory or the temp folder, and
+    the output folder may be elsewhere (``--output-dir``); so the event returns a copy in the temp folder. Copies
+    older than ``DOWNLOAD_TTL_S`` are deleted on the next call (Gradio keeps its own cached copy).
+    """
+    DOWNLOAD_DIR.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in DOWNLOAD_DIR.iterdir():
+        try:
+            if now - old.stat().st_mtime > DOWNLOAD_TTL_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # removed by another request meanwhile
+            pass
+    folder = Path(tempfile.mkdtemp(dir=DOWNLOAD_DIR))
+    copies = []
+    for path in paths:
+        copies.append(str(shutil.copy2(path, folder / Path(path).name)))
+    return copies
 
 
 def login(request) -> str | None:

@@ -16,7 +16,7 @@ import gradio as gr
 
 from alignment.report import EVALUATOR_LABELS, HEADLINE_COLUMNS, headline_rows
 
-from .common import FREE, REPORT, error_text, login, md_escape
+from .common import FREE, REPORT, downloadable, error_text, login, md_escape
 
 FILES = ("alignment_comparison_report.json", "evaluation_results.json", "final_summary.json")
 PLOTS = ("win_rates", "mean_reward", "reward_vs_kl", "length_vs_reward", "per_category", "training_curves",
@@ -84,7 +84,7 @@ def _view(manager, report: dict, user=None):
     if table and table.get("columns") != HEADERS:  # written before the columns changed (e.g. judge, students)
         rows = headline_rows(report)
     folder = manager.report_dir(user)
-    files = [str(folder / f) for f in FILES if (folder / f).is_file()]
+    files = downloadable([folder / f for f in FILES if (folder / f).is_file()])
     return [_status_text(report), rows, files, *[figs.get(p) for p in PLOTS]]
 
 

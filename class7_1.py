@@ -83,6 +83,7 @@ class AlignmentComparisonManager:
                  ray_address: str | None = None, ray_num_cpus: float = 1, ray_num_gpus: float = 0,
                  eval_samples: int = 1):
         from alignment.serving.batcher import MicroBatcher
+        from alignment.serving.evaluations import EvaluationCache
         from alignment.serving.model_pool import ModelPool
         from alignment.serving.workspaces import Workspaces
         from alignment.session import DatasetChoice, Session
@@ -102,6 +103,7 @@ class AlignmentComparisonManager:
         self.results: dict = {}
         self.run_configs: dict = {}  # what each method trained with in this process (also in its config.json)
         self.evaluation_results: dict | None = None
+        self.evaluations = EvaluationCache()  # a report of the same models reuses their evaluation
         self.stop_event = threading.Event()
         self.annotations_path = annotations_path
         self._annotations = None
@@ -283,9 +285,15 @@ class AlignmentComparisonManager:
         starts and after every decoded token, log-ratio batch and scoring batch; ``fraction`` (0-1) weighs the
         phases by their share of the evaluation's wall time on the classroom preset
         (``alignment.evaluation.PROGRESS_SHARE``). Raises RuntimeError without a trained policy or reward model.
+
+        The same runs, evaluation prompts, answers per prompt and seed give the same evaluation: a second report of
+        them reuses the first's (``self.evaluations``, ``alignment.serving.evaluations``) instead of evaluating
+        again; the judge and the votes are always added afresh.
         """
+        from alignment.data import seen_in_training
         from alignment.evaluation import PROGRESS_SHARE
         from alignment.pipeline import evaluate_runs, gold_adapter
+        from alignment.serving.evaluations import evaluation_key
 
         bar = _Bar("evaluation", 100, progress is True)
         order = list(PROGRESS_SHARE)
@@ -308,12 +316,22 @@ class AlignmentComparisonManager:
             raise RuntimeError("Train at least one policy (DPO, PPO or GRPO) before evaluating")
         if "reward" not in runs:
             raise RuntimeError("The evaluation scores with a trained reward model: run the 'reward' method first")
-        report("loading models", 1, 3, "the reward models")
-        scorer = self.pool.scorer(runs["reward"].adapter)
-        gold = gold_adapter(runs["reward"].adapter)  # the gold reward model, when the reward run trained one
-        gold_scorer = self.pool.scorer(gold) if gold is not None else None
-        evaluation = evaluate_runs(self.session, self.datasets, policies, scorer, progress=report,
-                                   samples_per_prompt=self.eval_samples, gold_scorer=gold_scorer)
+        key = evaluation_key(runs={m: r.key for m, r in runs.items() if m == "reward" or m in policies},
+                             prompts=self.datasets["eval_prompts"], samples=self.eval_samples,
+                             source=self.session.source, seed=self.session.seed,
+                             tokens=self.session.lengths.max_completion_length,
+                             train=seen_in_training(self.datasets["eval_prompts"], self.datasets.get("train") or []))
+        evaluation = self.evaluations.get(key)
+        if evaluation is not None:
+            report("scoring", 1, 1, "the same models, prompts and seed as an earlier report: its evaluation reused")
+        else:
+            report("loading models", 1, 3, "the reward models")
+            scorer = self.pool.scorer(runs["reward"].adapter)
+            gold = gold_adapter(runs["reward"].adapter)  # the gold reward model, when the reward run trained one
+            gold_scorer = self.pool.scorer(gold) if gold is not None else None
+            evaluation = evaluate_runs(self.session, self.datasets, policies, scorer, progress=report,
+                                       samples_per_prompt=self.eval_samples, gold_scorer=gold_scorer)
+            self.evaluations.put(key, evaluation)
         if judge_and_votes:
             def judged(done: int, total: int) -> None:
                 bar.set_postfix_str(f"LLM judge: pair {done} of {total} (both orders)")

@@ -172,7 +172,7 @@ def test_judge_is_absent_when_not_configured_and_wired_when_it_is(server, tmp_pa
     monkeypatch.setattr(alignment.pipeline, "evaluate_runs", lambda *a, **k: _evaluation(answers))
     monkeypatch.setattr(manager.pool, "scorer", lambda adapter: None)
     manager.datasets = {"eval_prompts": []}
-    runs = {m: SimpleNamespace(adapter=tmp_path / m, path=tmp_path / m) for m in ("dpo", "reward")}
+    runs = {m: SimpleNamespace(adapter=tmp_path / m, path=tmp_path / m, key=f"class/{m}/1") for m in ("dpo", "reward")}
     ev = manager.evaluate_alignment_methods(progress=False, runs=runs)
     assert ev["evaluators"]["judge"]["model"] == "fake-judge" and ev["evaluators"]["judge"]["requests"] == 4
     assert ev["models"]["dpo"]["summary"]["win_rate_vs_base"]["judge"]["win_rate"] == 1.0

@@ -227,3 +227,48 @@ def test_the_reward_model_may_have_its_own_length_budget(tmp_path, monkeypatch):
     scorer = load_reward_scorer(manager.session, Path(result["adapter"]))
     assert scorer.max_length == 64 + 128 + 16
     assert scorer.bf16 is manager.session.configs["reward"].bf16 is True  # scores as it was trained: bf16 autocast
+
+
+def test_a_report_of_the_same_models_reuses_their_evaluation(finished_run, monkeypatch):
+    """30 students building the class report: one evaluation, not 30 on the model thread. Another pick of runs,
+    or another number of answers per prompt, is evaluated; what a caller adds to its copy stays its own."""
+    import alignment.pipeline as pipeline
+    from alignment.serving.evaluations import EvaluationCache
+
+    out, manager, _ = finished_run
+    calls, real = [], pipeline.evaluate_runs
+
+    def spy(*args, **kwargs):
+        calls.append(sorted(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "evaluate_runs", spy)
+    monkeypatch.setattr(manager, "evaluations", EvaluationCache())
+    steps = []
+    first = manager.evaluate_alignment_methods(progress=False, judge_and_votes=False)
+    first["models"]["dpo"]["summary"]["win_rate_vs_base"]["judge"] = {"win_rate": 1.0}  # e.g. the judge, added
+    second = manager.evaluate_alignment_methods(progress=lambda f, d: steps.append((f, d)), judge_and_votes=False)
+    assert len(calls) == 1 and "judge" not in second["models"]["dpo"]["summary"]["win_rate_vs_base"]
+    assert second["models"]["ppo"]["samples"] == first["models"]["ppo"]["samples"]
+    assert steps[-1][0] == 1.0 and "reused" in steps[-1][1]
+    without_ppo = {m: r for m, r in manager.class_runs().items() if m != "ppo"}
+    manager.evaluate_alignment_methods(progress=False, runs=without_ppo, judge_and_votes=False)
+    monkeypatch.setattr(manager, "eval_samples", 2)
+    manager.evaluate_alignment_methods(progress=False, judge_and_votes=False)
+    assert calls == [["dpo", "grpo", "ppo"], ["dpo", "grpo"], ["dpo", "grpo", "ppo"]]
+
+
+def test_the_evaluation_cache_keeps_the_newest_and_copies():
+    from alignment.serving.evaluations import EvaluationCache, evaluation_key
+
+    cache = EvaluationCache(max_entries=2)
+    keys = [evaluation_key(runs={"dpo": f"class/dpo/{i}"}, samples=4) for i in range(3)]
+    assert len(set(keys)) == 3 and keys[0] == evaluation_key(samples=4, runs={"dpo": "class/dpo/0"})
+    for i, k in enumerate(keys[:2]):
+        cache.put(k, {"i": i, "models": {}})
+    cache.get(keys[0])["models"]["x"] = 1  # a caller's change stays in its copy
+    assert cache.get(keys[0]) == {"i": 0, "models": {}}  # and getting it makes it the newest
+    cache.put(keys[2], {"i": 2})
+    assert cache.get(keys[1]) is None and cache.get(keys[0])["i"] == 0 and cache.get(keys[2])["i"] == 2
+    with pytest.raises(ValueError, match="max_entries"):
+        EvaluationCache(0)

@@ -179,6 +179,14 @@ def cpu_features() -> list[str]:
     return sorted(f for f in flags if f in {"amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512f", "avx2"})
 
 
+def run_folder_parser(doc: str) -> argparse.ArgumentParser:
+    """The argument parser of a benchmark that re-measures a finished ``class7_1.py`` run: its description is the
+    first line of ``doc``, and ``--output-dir`` (required) names the run's folder."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--output-dir", required=True, help="a folder with a finished class7_1.py run")
+    return parser
+
+
 def check_targets(r: dict) -> list[dict]:
     """Each issue target with its measured value and whether it is met (None where that part was not run)."""
     methods, preset = r.get("methods", {}), r.get("classroom_preset") or {}

@@ -13,7 +13,6 @@ estimate: base's log-probs recorded while sampling against a forward pass over t
 answer; 0 in fp32). Run it with nothing else on the machine.
 """
 
-import argparse
 import copy
 import os
 import sys
@@ -26,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench import cpu_features, cpuinfo_field  # noqa: E402
+from bench import cpu_features, cpuinfo_field, run_folder_parser  # noqa: E402
 from class7_1 import AlignmentComparisonManager  # noqa: E402
 
 
@@ -37,8 +36,7 @@ def main() -> None:
     from alignment.pipeline import gold_adapter
     from alignment.registry import POLICY_METHODS, method_of
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", required=True, help="a folder with a finished class7_1.py run")
+    parser = run_folder_parser(__doc__)
     parser.add_argument("--eval-samples", type=int, default=4)
     args = parser.parse_args()
     manager = AlignmentComparisonManager(output_dir=args.output_dir)

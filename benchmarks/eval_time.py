@@ -12,7 +12,6 @@ each phase (loading, generating answers, KL to base, scoring by the reward model
 evaluator with their half-widths, and the CPU's bf16 features. Run it with nothing else on the machine.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -21,13 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench import cpu_features, cpuinfo_field  # noqa: E402
+from bench import cpu_features, cpuinfo_field, run_folder_parser  # noqa: E402
 from class7_1 import AlignmentComparisonManager  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", required=True, help="a folder with a finished class7_1.py run")
+    parser = run_folder_parser(__doc__)
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--eval-prompts", help="an evaluation prompt file (default data/eval_prompts.json)")
     args = parser.parse_args()

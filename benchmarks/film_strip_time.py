@@ -11,7 +11,6 @@ alternating; the script also says how many of the 8 answers the two precisions s
 ``<output-dir>/film_strip_time/film_strip.jsonl``. Run it with nothing else on the machine.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from bench import cpu_features, cpuinfo_field  # noqa: E402
+from bench import cpu_features, cpuinfo_field, run_folder_parser  # noqa: E402
 from class7_1 import AlignmentComparisonManager  # noqa: E402
 
 
@@ -37,8 +36,7 @@ def fastest(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", required=True, help="a folder with a finished class7_1.py run")
+    parser = run_folder_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     from peft import PeftModel

@@ -104,6 +104,7 @@ class AlignmentComparisonManager:
         self.run_configs: dict = {}  # what each method trained with in this process (also in its config.json)
         self.evaluation_results: dict | None = None
         self.evaluations = EvaluationCache()  # a report of the same models reuses their evaluation
+        self.judge_verdicts = EvaluationCache(max_entries=20_000)  # ... and the LLM judge's verdicts on its pairs
         self.stop_event = threading.Event()
         self.annotations_path = annotations_path
         self._annotations = None
@@ -968,11 +969,12 @@ class AlignmentComparisonManager:
                 "leaderboard": self.arena.leaderboard(["base", *self.trained_policies()])}
 
     def judge(self):
-        """The configured ``Judge`` (``.env`` / environment), or None with ``JudgeConfig.describe()`` saying why."""
+        """The configured ``Judge`` (``.env`` / environment), or None with ``JudgeConfig.describe()`` saying why. Its
+        decided pairs are kept for the next reports (``self.judge_verdicts``): a pair is paid for once."""
         from alignment.judge import Judge, JudgeConfig
 
         cfg = JudgeConfig.from_env()
-        return (Judge(cfg) if cfg.enabled else None), cfg.describe()
+        return (Judge(cfg, verdicts=self.judge_verdicts) if cfg.enabled else None), cfg.describe()
 
     def add_judge_and_students(self, evaluation: dict, runs: dict | None = None, progress=None) -> dict:
         """Add the two evaluators that need no model of ours to ``evaluation`` (in place), each only when it has

@@ -18,6 +18,8 @@ evaluators (``alignment.stats``), and what it cost in requests.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import threading
@@ -109,16 +111,22 @@ class Judge:
     or the server failed after retries (``error`` says why; the key is redacted from it).
 
     Cost counters (thread-safe): ``requests`` chat-completion calls made, ``failed_requests`` of them raised (after
-    the client's retries), ``http_requests`` HTTP requests sent, the client's retries of 429 and 5xx included.
+    the client's retries), ``http_requests`` HTTP requests sent, the client's retries of 429 and 5xx included,
+    ``reused_pairs`` verdicts taken from ``verdicts`` without a request.
+
+    ``verdicts``: optional store shared by the judges of one server (``get(key)`` / ``put(key, result)``, e.g.
+    ``alignment.serving.evaluations.EvaluationCache``): a pair this judge model at this server already decided
+    (same prompt, same two answers in the same order) is answered from it, so a class building reports of the same
+    models pays for each pair once. Only decided pairs are stored; a failure is asked again next time.
     """
 
-    def __init__(self, config: JudgeConfig):
+    def __init__(self, config: JudgeConfig, verdicts=None):
         if not config.enabled:
             raise ValueError(ENABLE_HELP)
         from openai import DefaultHttpxClient, OpenAI
 
-        self.config = config
-        self.requests = self.failed_requests = self.http_requests = 0
+        self.config, self.verdicts = config, verdicts
+        self.requests = self.failed_requests = self.http_requests = self.reused_pairs = 0
         self._count_lock = threading.Lock()
         self.client = OpenAI(api_key=config.api_key, base_url=config.base_url, timeout=config.timeout_s,
                              max_retries=config.max_retries,
@@ -129,10 +137,10 @@ class Judge:
             self.http_requests += 1
 
     def cost(self) -> dict:
-        """``{"requests", "failed_requests", "http_requests"}`` so far."""
+        """``{"requests", "failed_requests", "http_requests", "reused_pairs"}`` so far."""
         with self._count_lock:
             return {"requests": self.requests, "failed_requests": self.failed_requests,
-                    "http_requests": self.http_requests}
+                    "http_requests": self.http_requests, "reused_pairs": self.reused_pairs}
 
     def _redact(self, text: str) -> str:
         return text.replace(self.config.api_key, "***") if self.config.api_key else text
@@ -152,6 +160,21 @@ class Judge:
         return parse_verdict(content), (content or "")[:200]
 
     def judge(self, prompt: str, a: str, b: str) -> dict:
+        key = None
+        if self.verdicts is not None:
+            key = hashlib.sha256(json.dumps([self.config.model, self.config.base_url or "", prompt, a, b])
+                                 .encode("utf-8")).hexdigest()
+            known = self.verdicts.get(key)
+            if known is not None:
+                with self._count_lock:
+                    self.reused_pairs += 1
+                return known
+        result = self._decide(prompt, a, b)
+        if key is not None and result["verdict"] is not None:
+            self.verdicts.put(key, result)
+        return result
+
+    def _decide(self, prompt: str, a: str, b: str) -> dict:
         try:
             first, raw1 = self._ask(prompt, a, b)
             swapped, raw2 = self._ask(prompt, b, a)
@@ -177,6 +200,11 @@ def _judge_pair(judge, prompt: str, answer: str, base_answer: str) -> dict:
     except Exception as exc:  # a bug or an unexpected client error must not sink the evaluation
         redact = getattr(judge, "_redact", str)
         return {"verdict": None, "orders": [], "error": redact(f"{type(exc).__name__}: {exc}")[:300]}
+
+
+def _reused_text(spent: dict) -> str:
+    n = spent.get("reused_pairs") or 0
+    return f" ({n} pair{'s' * (n != 1)} decided for an earlier report, reused without a request)" if n else ""
 
 
 def judge_evaluation(judge, evaluation: dict, base: str = "base", progress=None, seed: int = 0,
@@ -206,7 +234,8 @@ def judge_evaluation(judge, evaluation: dict, base: str = "base", progress=None,
     plus ``judge_model``, ``pairs``, ``identical_pairs``, ``failed_pairs``, ``order_disagreements``),
     ``summary["lc_win_rate_vs_base"]["judge"]``, and per sample ``judge_vs_base`` (``outcome`` win / tie / loss /
     None, the verdict of each ``order``, ``error``); and ``evaluation["evaluators"]["judge"]``: the judge's model
-    and server, its cost (``requests`` made, ``failed_requests``, ``http_requests`` with the client's retries) and
+    and server, its cost (``requests`` made, ``failed_requests``, ``http_requests`` with the client's retries,
+    ``reused_pairs`` answered from the judge's ``verdicts`` without a request) and
     the pairs per model. A model with no pair decided gets no win rate (the entry says how many failed).
 
     Returns:
@@ -286,7 +315,8 @@ def judge_evaluation(judge, evaluation: dict, base: str = "base", progress=None,
                 f"the LLM judge {model_name} ({server}), asked which answer is better, the model's or base's, in "
                 "both orders: a win needs both orders to agree, a disagreement (position bias) is a tie (Zheng et "
                 f"al. 2023); cost {spent.get('requests', '?')} requests, {spent.get('failed_requests', '?')} "
-                f"failed, for {total['pairs'] - total['identical_pairs']} pairs ({total['identical_pairs']} "
+                f"failed{_reused_text(spent)}, for {total['pairs'] - total['identical_pairs']} pairs "
+                f"({total['identical_pairs']} "
                 f"identical answers counted as ties without a request; {total['failed_pairs']} pairs undecided, "
                 "left out); LLM judges favour longer answers: read its length-controlled win rate too")}
     evaluation.setdefault("evaluators", {})["judge"] = info

@@ -124,6 +124,9 @@ def judge_caveat(info: dict) -> str:
             "answers (verbosity bias) and a position (each pair was judged in both orders, a disagreement counted "
             "as a tie; Zheng et al. 2023); read its length-controlled win rate (length_controlled) next to the raw "
             f"one. It cost {info.get('requests', '?')} requests, {info.get('failed_requests', '?')} failed")
+    if info.get("reused_pairs"):
+        text += (f" ({info['reused_pairs']} pair{'s' * (info['reused_pairs'] != 1)} judged for an earlier report, "
+                 "reused without a request)")
     if info.get("failed_pairs"):
         text += f"; {info['failed_pairs']} pair{'s' * (info['failed_pairs'] != 1)} got no verdict and are left out"
     return text + "."

@@ -138,6 +138,30 @@ def test_judge_failures_are_counted_as_missing_not_fatal(server):
     assert KEY not in json.dumps(ev)
 
 
+def test_a_decided_pair_is_judged_once_per_server(server):
+    """30 students' reports of the same models: the judge's verdicts are kept (``Judge(verdicts=...)``), so a pair
+    is paid for once; a pair the judge failed on is asked again; the report says how many were reused."""
+    from alignment.report import judge_caveat
+    from alignment.serving.evaluations import EvaluationCache
+
+    store = EvaluationCache(max_entries=100)
+    cfg = JudgeConfig(model="fake-judge", base_url=server, api_key=KEY, timeout_s=5, max_retries=0, concurrency=3)
+    answers = {"base": ["meh one", "meh two", "meh three"], "dpo": ["GOOD one", "meh two b", "GOOD FAIL"]}
+    first_ev, second_ev = _evaluation(answers), _evaluation(answers)
+    first = judge_evaluation(Judge(cfg, verdicts=store), first_ev)
+    assert first["requests"] == 5 and first["reused_pairs"] == 0  # 2 + 2 + 1 (the failure, no retry)
+    FakeJudgeServer.requests = []
+    second = judge_evaluation(Judge(cfg, verdicts=store), second_ev)
+    assert second["requests"] == 1 and second["reused_pairs"] == 2 and len(FakeJudgeServer.requests) == 1
+    assert FakeJudgeServer.requests[0][0] == "GOOD FAIL"  # only the undecided pair was asked again
+    win = [e["models"]["dpo"]["summary"]["win_rate_vs_base"]["judge"]["win_rate"] for e in (first_ev, second_ev)]
+    assert win[0] == win[1] == 0.75  # the same verdicts: a win and a tie; the failed pair is left out
+    assert "2 pairs decided for an earlier report" in second["description"]
+    assert "2 pairs judged for an earlier report, reused without a request" in judge_caveat(second)
+    other = JudgeConfig(model="other-judge", base_url=server, api_key=KEY, timeout_s=5, max_retries=0)
+    assert judge_evaluation(Judge(other, verdicts=store), _evaluation(answers))["reused_pairs"] == 0  # another judge
+
+
 def test_judge_with_several_samples_pairs_each_sample_with_base(server):
     # 2 prompts x 2 samples (sample-major); the model wins prompt 0 in both samples and loses prompt 1 in both
     ev = _evaluation({"base": ["b00", "GOOD b10", "b01", "GOOD b11"],
@@ -176,14 +200,17 @@ def test_judge_is_absent_when_not_configured_and_wired_when_it_is(server, tmp_pa
     ev = manager.evaluate_alignment_methods(progress=False, runs=runs)
     assert ev["evaluators"]["judge"]["model"] == "fake-judge" and ev["evaluators"]["judge"]["requests"] == 4
     assert ev["models"]["dpo"]["summary"]["win_rate_vs_base"]["judge"]["win_rate"] == 1.0
-    # the app's report: the judge runs after the evaluation (off the model thread), and still lands in the report
+    # the app's report: the judge runs after the evaluation (off the model thread), and still lands in the report;
+    # the same pairs were decided above, so the server's judges answer them without a request
     FakeJudgeServer.requests = []
     written = {}
     monkeypatch.setattr(manager, "pick_runs", lambda picks, user: runs)
     monkeypatch.setattr(manager, "generate_report", lambda results, evaluation, **kw: written.update(evaluation))
     steps = []
     manager.build_report(progress=lambda f, d: steps.append(d))
-    assert written["evaluators"]["judge"]["requests"] == 4 and len(FakeJudgeServer.requests) == 4
+    judged = written["evaluators"]["judge"]
+    assert judged["requests"] == 0 and judged["reused_pairs"] == 2 and FakeJudgeServer.requests == []
+    assert written["models"]["dpo"]["summary"]["win_rate_vs_base"]["judge"]["win_rate"] == 1.0
     assert any(d.startswith("LLM judge: pair 2 of 2") for d in steps)
 
 

@@ -8,7 +8,8 @@ the model thread. A student who picks a run of their own gets a key of their own
 
 The key is every input that decides the evaluation (``evaluation_key``); runs are immutable once finished (a
 retrained model is a new run, with a new key). The LLM judge and the arena votes are added after, to a copy:
-votes change while the class votes, and the judge is paid per report.
+votes change while the class votes. The judge keeps its decided pairs in an ``EvaluationCache`` of its own
+(``alignment.judge.Judge``'s ``verdicts``), so a pair is paid for once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def evaluation_key(**inputs) -> str:
 
 
 class EvaluationCache:
-    """The last ``max_entries`` evaluations of this server, by ``evaluation_key``, least recently used dropped
+    """The last ``max_entries`` evaluations of this server (whole ones, or the judge's verdicts on single pairs),
+    by key, least recently used dropped
     first. Thread-safe; ``get`` and ``put`` copy, so a caller that adds to its evaluation (the judge, the votes,
     the report) never changes the stored one. Memory: about 0.5 MB per evaluation of 4 models x 120 answers."""
 

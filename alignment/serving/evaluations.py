@@ -28,10 +28,10 @@ def evaluation_key(**inputs) -> str:
 
 
 class EvaluationCache:
-    """The last ``max_entries`` evaluations of this server (whole ones, or the judge's verdicts on single pairs),
-    by key, least recently used dropped
-    first. Thread-safe; ``get`` and ``put`` copy, so a caller that adds to its evaluation (the judge, the votes,
-    the report) never changes the stored one. Memory: about 0.5 MB per evaluation of 4 models x 120 answers."""
+    """The last ``max_entries`` evaluations of this server (whole ones, or the judge's verdicts on single pairs) by
+    key, the least recently used dropped first. Thread-safe; ``get`` and ``put`` copy, so a caller that adds to
+    its evaluation (the judge, the votes, the report) never changes the stored one. Memory: about 0.5 MB per
+    evaluation of 4 models x 120 answers, about 1 kB per verdict."""
 
     def __init__(self, max_entries: int = 8):
         if max_entries < 1:

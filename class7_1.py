@@ -320,8 +320,7 @@ class AlignmentComparisonManager:
         key = evaluation_key(runs={m: r.key for m, r in runs.items() if m == "reward" or m in policies},
                              prompts=self.datasets["eval_prompts"], samples=self.eval_samples,
                              source=self.session.source, seed=self.session.seed,
-                             tokens=self.session.lengths.max_completion_length,
-                             train=seen_in_training(self.datasets["eval_prompts"], self.datasets.get("train") or []))
+                             tokens=self.session.lengths.max_completion_length)
         evaluation = self.evaluations.get(key)
         if evaluation is not None:
             report("scoring", 1, 1, "the same models, prompts and seed as an earlier report: its evaluation reused")
@@ -333,6 +332,9 @@ class AlignmentComparisonManager:
             evaluation = evaluate_runs(self.session, self.datasets, policies, scorer, progress=report,
                                        samples_per_prompt=self.eval_samples, gold_scorer=gold_scorer)
             self.evaluations.put(key, evaluation)
+        # of the class's current training data, so not part of the stored evaluation (report.py makes it a caveat)
+        evaluation["eval_prompts_in_training"] = seen_in_training(self.datasets["eval_prompts"],
+                                                                  self.datasets.get("train") or [])
         if judge_and_votes:
             def judged(done: int, total: int) -> None:
                 bar.set_postfix_str(f"LLM judge: pair {done} of {total} (both orders)")

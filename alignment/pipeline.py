@@ -176,13 +176,8 @@ def evaluate_runs(session, data: dict, policies: dict[str, str | Path], reward_s
     policy = load_policy_with_adapters(load_causal_lm(session.source, session.tokenizer, seed=session.seed), policies)
     decoding = DecodingConfig(max_new_tokens=steps, seed=session.seed)
     report(PHASES[0], 0, 1, f"{len(names) + 1} models x {len(data['eval_prompts'])} prompts")
-    evaluation = evaluate_models(policy, session.tokenizer, reward_scorer, data["eval_prompts"], ["base", *names],
-                                 decoding, progress=step, samples_per_prompt=samples_per_prompt,
-                                 gold_scorer=gold_scorer)
-    from .data import seen_in_training
-
-    evaluation["eval_prompts_in_training"] = seen_in_training(data["eval_prompts"], data.get("train") or [])
-    return evaluation
+    return evaluate_models(policy, session.tokenizer, reward_scorer, data["eval_prompts"], ["base", *names],
+                           decoding, progress=step, samples_per_prompt=samples_per_prompt, gold_scorer=gold_scorer)
 
 
 def report_setup(session, data: dict | None, dataset_source: str, runs: dict[str, dict]) -> dict:
